@@ -1,0 +1,1 @@
+"""Backbones (registry `BACKBONES`): image -> list of feature maps, with `.out_channels`."""

@@ -1,0 +1,162 @@
+"""`SSDConfig`: the typed description of a whole detector.
+
+Each component field holds the config of one registered component, chosen by its
+`type`; the set of types is open (plugins add their own) and a YAML file selects
+them by name. `num_classes` counts the background class (VOC: 20 objects -> 21);
+label 0 is always background.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, create_model, field_validator, model_validator
+
+from ssdkit.registry import ALL_REGISTRIES, BACKBONES, BOX_CODERS, HEADS, LOSSES, MATCHERS, NMS, PRIORS, ComponentConfig, Registry
+
+__all__ = ["SSDConfig", "PreprocessConfig"]
+
+MAX_CLASSES = 100_000
+MAX_IMAGE_SIDE = 8192
+
+
+def component(registry: Registry):
+    """Annotation of a field holding a config of any component registered in `registry`."""
+    return Annotated[SerializeAsAny[ComponentConfig], BeforeValidator(registry.validate_config)]
+
+
+class PreprocessConfig(BaseModel):
+    """How a picture becomes the model's input: x = (pixel * scale - mean) / std, per channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel_order: Literal["RGB", "BGR"] = Field("RGB", description="channel order the network expects")
+    scale: float = Field(1 / 255, gt=0, description="applied to 0..255 pixel values first")
+    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406), description="per channel, after scale")
+    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225), description="per channel, after scale")
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(not s > 0 for s in v):
+            raise ValueError("std values must be > 0")
+        return v
+
+
+class SSDConfig(BaseModel):
+    """A whole SSD: one config per component plus the shared settings.
+
+    Build it from Python, `SSDConfig.from_file("x.yaml")` or `ssdkit.presets.get(name)`,
+    and turn it into a model with `ssdkit.build_model(cfg)`.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    num_classes: int = Field(..., ge=2, le=MAX_CLASSES, description="classes including background (label 0)")
+    image_size: tuple[int, int] = Field(
+        (300, 300), description="network input (height, width) in pixels; a single int means square"
+    )
+    class_names: Optional[list[str]] = Field(
+        None, description="names of labels 1 .. num_classes - 1 (background is not listed)"
+    )
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    backbone: component(BACKBONES)
+    head: component(HEADS) = Field(default_factory=lambda: HEADS.validate_config({"type": "ssd"}))
+    priors: component(PRIORS)
+    matcher: component(MATCHERS) = Field(default_factory=lambda: MATCHERS.validate_config({"type": "ssd"}))
+    box_coder: component(BOX_CODERS) = Field(default_factory=lambda: BOX_CODERS.validate_config({"type": "ssd"}))
+    loss: Optional[component(LOSSES)] = Field(None, description="training loss; see the training docs")
+    postprocess: component(NMS) = Field(default_factory=lambda: NMS.validate_config({"type": "hard"}))
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square(cls, v: Any) -> Any:
+        return (v, v) if isinstance(v, int) else v
+
+    @field_validator("image_size")
+    @classmethod
+    def _size_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        for side in v:
+            if not 16 <= side <= MAX_IMAGE_SIDE:
+                raise ValueError(f"each side must lie in [16, {MAX_IMAGE_SIDE}] pixels, got {side}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "SSDConfig":
+        if self.class_names is not None and len(self.class_names) != self.num_classes - 1:
+            raise ValueError(
+                f"class_names lists {len(self.class_names)} names but num_classes={self.num_classes} "
+                f"means {self.num_classes - 1} object classes (background is not named)"
+            )
+        levels_fn = getattr(self.backbone, "num_levels", None)
+        backbone_levels = levels_fn() if callable(levels_fn) else None
+        prior_levels_fn = getattr(self.priors, "num_levels", None)
+        prior_levels = prior_levels_fn() if callable(prior_levels_fn) else None
+        if backbone_levels is not None and prior_levels is not None and backbone_levels != prior_levels:
+            raise ValueError(
+                f"priors has {prior_levels} levels but backbone '{self.backbone.type}' gives "
+                f"{backbone_levels} feature maps; they must be equal"
+            )
+        return self
+
+    # ---------- files ----------
+    @classmethod
+    def from_file(cls, path: str | Path) -> "SSDConfig":
+        """Load a YAML (.yaml/.yml) or JSON (.json) file; YAML is read with a safe loader."""
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the top level must be a mapping of config fields, got {type(data).__name__}")
+        return cls.model_validate(data)
+
+    def to_file(self, path: str | Path) -> Path:
+        """Write YAML or JSON by the file's suffix; `from_file` reads it back unchanged."""
+        path = Path(path)
+        data = self.model_dump(mode="json")
+        if path.suffix.lower() == ".json":
+            path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        else:
+            path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        return path
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """JSON schema in which each component field is a union of the registered types."""
+        return _schema_model().model_json_schema(*args, **kwargs)
+
+
+def _tagged(registry: Registry) -> Any:
+    variants = []
+    for name in registry.names():
+        base = registry.config_class(name)
+        variants.append(
+            create_model(
+                f"{base.__name__}_{name}".replace("-", "_"),
+                __base__=base,
+                type=(Literal[name], name),  # type: ignore[valid-type]
+            )
+        )
+    if not variants:
+        return ComponentConfig
+    if len(variants) == 1:
+        return variants[0]
+    return Annotated[Union[tuple(variants)], Field(discriminator="type")]
+
+
+def _schema_model() -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for name, info in SSDConfig.model_fields.items():
+        role = ALL_REGISTRIES.get(name)
+        if role is None:
+            fields[name] = (info.annotation, info)
+        else:
+            ann = _tagged(role)
+            fields[name] = (Optional[ann] if name == "loss" else ann, Field(None) if name == "loss" else Field(...))
+    return create_model("SSDConfig", __config__=ConfigDict(extra="forbid"), **fields)

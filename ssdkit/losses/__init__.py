@@ -1,0 +1,1 @@
+"""Losses (registry `LOSSES`)."""

@@ -1,0 +1,118 @@
+"""`SSD`: backbone + head + priors, with decoding and post-processing attached.
+
+Coordinates: `model.priors` and everything `forward`/`postprocess` return are
+normalised to [0, 1] of the network input; `predict` returns pixels of each
+caller's own image (docs/coordinates.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ssdkit.boxes import cxcywh_to_xyxy
+from ssdkit.postprocess.base import Detections, Postprocessor
+
+
+class SSD(nn.Module):
+    """A single-shot detector assembled from built components.
+
+    Args:
+        backbone: module, [B, 3, H, W] -> list of L feature maps; has `.out_channels`.
+        head: module, list of feature maps -> (loc [B, P, 4], logits [B, P, C]).
+        prior_generator: has `.num_anchors` and `__call__(feature_sizes, image_size) -> [P, 4]`.
+        box_coder: has `encode`/`decode` (offsets <-> xyxy boxes, against cxcywh priors).
+        postprocessor: (boxes [B, P, 4], probs [B, P, C]) -> list of detections.
+        image_size: (height, width) of the network input.
+        num_classes: including background (label 0).
+        preprocessor: turns user pictures into the input batch (`ssdkit.predict.Preprocessor`).
+        matcher, loss: used by `loss()`; optional for inference-only models.
+        class_names: names of labels 1 .. C - 1.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        prior_generator: Any,
+        box_coder: Any,
+        postprocessor: Postprocessor,
+        *,
+        image_size: tuple[int, int],
+        num_classes: int,
+        preprocessor: Any = None,
+        matcher: Any = None,
+        loss: Optional[nn.Module] = None,
+        class_names: Optional[list[str]] = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.prior_generator = prior_generator
+        self.box_coder = box_coder
+        self.postprocessor = postprocessor
+        self.matcher = matcher
+        self.loss_fn = loss
+        self.preprocessor = preprocessor
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.num_classes = int(num_classes)
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(1, num_classes)]
+        self.feature_sizes = self._probe_feature_sizes()
+        priors = prior_generator(self.feature_sizes, self.image_size)
+        self.register_buffer("priors", priors, persistent=False)
+        expected = sum(h * w * a for (h, w), a in zip(self.feature_sizes, prior_generator.num_anchors))
+        if priors.shape[0] != expected:
+            raise ValueError(
+                f"prior generator made {priors.shape[0]} priors but the head predicts {expected} "
+                f"(feature maps {self.feature_sizes}, priors per location {prior_generator.num_anchors})"
+            )
+
+    @torch.no_grad()
+    def _probe_feature_sizes(self) -> list[tuple[int, int]]:
+        """Run the backbone once on a blank input to learn its feature-map sizes."""
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            feats = self.backbone(torch.zeros(1, 3, *self.image_size))
+        finally:
+            self.backbone.train(was_training)
+        return [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
+
+    @property
+    def priors_xyxy(self) -> Tensor:
+        """`[P, 4]` xyxy, normalised."""
+        return cxcywh_to_xyxy(self.priors)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x: preprocessed `[B, 3, H, W]` -> (loc `[B, P, 4]` offsets, logits `[B, P, C]`)."""
+        if x.shape[-2:] != self.image_size:
+            raise ValueError(
+                f"input is {tuple(x.shape[-2:])} (h, w) but this model was built for {self.image_size}; "
+                "use model.predict() to resize pictures, or resize the batch first"
+            )
+        return self.head(self.backbone(x))
+
+    def decode(self, loc: Tensor) -> Tensor:
+        """loc `[B, P, 4]` -> boxes `[B, P, 4]` xyxy, normalised (not clipped)."""
+        return self.box_coder.decode(loc, self.priors.to(loc.dtype))
+
+    @torch.no_grad()
+    def postprocess(self, loc: Tensor, logits: Tensor) -> list[Detections]:
+        """Raw outputs -> per image {boxes [N, 4] xyxy normalised, scores [N], labels [N]}."""
+        boxes = self.decode(loc.float())
+        probs = torch.softmax(logits.float(), dim=-1)
+        return self.postprocessor(boxes, probs)
+
+    def loss(self, loc: Tensor, logits: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Training loss terms and their sum under "loss"; see ssdkit.losses."""
+        if self.loss_fn is None:
+            raise RuntimeError("this model was built without a loss; set `loss:` in its config")
+        return self.loss_fn(loc, logits, targets, self.priors)
+
+    def predict(self, images: Any, batch_size: int = 8) -> Any:
+        """Detections on pictures in their own pixels; see `ssdkit.predict.predict`."""
+        from ssdkit.predict import predict
+
+        return predict(self, images, batch_size=batch_size)

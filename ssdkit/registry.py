@@ -1,0 +1,216 @@
+"""Registries: one per component role, filled by a decorator next to each component.
+
+A component is registered with its pydantic config class::
+
+    @PRIORS.register("my_priors", config=MyPriorsConfig)
+    class MyPriors:
+        def __init__(self, sizes: list[float], *, image_size): ...
+
+`Registry.build(cfg, **context)` calls the registered object with every field of
+`cfg` (except `type`) as a keyword argument, plus the context that the role defines
+(see docs/registries.md). Third-party packages register components from a module
+named in the entry-point group ``ssdkit.plugins``; discovery happens lazily on the
+first lookup and is turned off by ``SSDKIT_DISABLE_PLUGINS=1``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "ComponentConfig",
+    "Registry",
+    "UnknownComponentError",
+    "BACKBONES",
+    "HEADS",
+    "PRIORS",
+    "MATCHERS",
+    "BOX_CODERS",
+    "LOSSES",
+    "NMS",
+    "ALL_REGISTRIES",
+    "load_plugins",
+]
+
+PLUGIN_GROUP = "ssdkit.plugins"
+DISABLE_ENV = "SSDKIT_DISABLE_PLUGINS"
+
+T = TypeVar("T")
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component config: a `type` naming the registered component.
+
+    Subclasses add the component's own fields; unknown fields are rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+    type: str
+
+
+class UnknownComponentError(KeyError):
+    """Raised for a name no registry entry has; the message lists the known names."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    obj: Callable[..., Any]
+    config: type[ComponentConfig]
+    origin: str  # "module.qualname", shown when a name is registered twice
+
+
+def _origin(obj: Any) -> str:
+    module = getattr(obj, "__module__", "?")
+    return f"{module}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+class Registry:
+    """A name -> (component, config class) table for one role."""
+
+    def __init__(self, role: str, context: str = "") -> None:
+        self.role = role
+        self.context = context  # documents the extra keyword arguments build() passes
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, *, config: type[ComponentConfig]) -> Callable[[T], T]:
+        """Decorator registering `obj` under `name`, validated by `config`."""
+        if not (isinstance(config, type) and issubclass(config, ComponentConfig)):
+            raise TypeError(
+                f"{self.role} '{name}': config must be a subclass of ssdkit.registry.ComponentConfig, "
+                f"got {config!r}"
+            )
+
+        def deco(obj: T) -> T:
+            if name in self._entries:
+                first = self._entries[name]
+                raise ValueError(
+                    f"{self.role} '{name}' is already registered by {first.origin}; "
+                    f"cannot register it again from {_origin(obj)}"
+                )
+            self._entries[name] = Entry(name, obj, config, _origin(obj))
+            return obj
+
+        return deco
+
+    def unregister(self, name: str) -> None:
+        """Remove `name` (mainly for tests and interactive sessions)."""
+        self._entries.pop(name, None)
+
+    def names(self) -> list[str]:
+        load_plugins()
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        load_plugins()
+        return name in self._entries
+
+    def entry(self, name: str) -> Entry:
+        load_plugins()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownComponentError(self._unknown_message(name)) from None
+
+    def get(self, name: str) -> Callable[..., Any]:
+        return self.entry(name).obj
+
+    def config_class(self, name: str) -> type[ComponentConfig]:
+        return self.entry(name).config
+
+    def _unknown_message(self, name: str) -> str:
+        known = sorted(self._entries)
+        close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"unknown {self.role} '{name}'{hint} known: {', '.join(known) or '(none)'}"
+
+    def validate_config(self, value: Any) -> ComponentConfig:
+        """Turn a dict (or a config instance) into the registered config class."""
+        if isinstance(value, ComponentConfig):
+            cls = self.config_class(value.type)
+            if isinstance(value, cls):
+                return value
+            value = value.model_dump()
+        if not isinstance(value, dict):
+            raise ValueError(f"a {self.role} config must be a mapping with a 'type' key, got {value!r}")
+        if "type" not in value:
+            raise ValueError(f"{self.role} config needs a 'type'; known: {', '.join(self.names())}")
+        name = value["type"]
+        load_plugins()
+        if name not in self._entries:
+            raise ValueError(self._unknown_message(name))
+        return self._entries[name].config.model_validate(value)
+
+    def build(self, cfg: ComponentConfig, **context: Any) -> Any:
+        """Instantiate the component `cfg.type` with cfg's fields and the role's context."""
+        e = self.entry(cfg.type)
+        kwargs = {k: getattr(cfg, k) for k in type(cfg).model_fields if k != "type"}
+        return e.obj(**kwargs, **context)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.role!r}, names={sorted(self._entries)})"
+
+
+BACKBONES = Registry("backbone", context="() -> nn.Module with .out_channels: list[int]")
+HEADS = Registry("head", context="(in_channels: list[int], num_anchors: list[int], num_classes: int)")
+PRIORS = Registry("prior generator", context="() -> object with .num_anchors and __call__(feature_sizes, image_size)")
+MATCHERS = Registry("matcher", context="()")
+BOX_CODERS = Registry("box coder", context="()")
+LOSSES = Registry("loss", context="(box_coder, matcher)")
+NMS = Registry("nms", context="()")
+
+ALL_REGISTRIES: dict[str, Registry] = {
+    "backbone": BACKBONES,
+    "head": HEADS,
+    "priors": PRIORS,
+    "matcher": MATCHERS,
+    "box_coder": BOX_CODERS,
+    "loss": LOSSES,
+    "postprocess": NMS,
+}
+
+_plugins_loaded = False
+
+
+def load_plugins(force: bool = False) -> list[str]:
+    """Import every module in the ``ssdkit.plugins`` entry-point group, once.
+
+    A plugin that fails to import is reported with a warning naming it and skipped.
+    Returns the names of the plugins loaded by this call.
+    """
+    global _plugins_loaded
+    if (_plugins_loaded and not force) or os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+        return []
+    _plugins_loaded = True
+    loaded = []
+    for ep in metadata.entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plugin must not take ssdkit down
+            warnings.warn(
+                f"ssdkit plugin '{ep.name}' ({ep.value}) failed to load and is skipped: "
+                f"{type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            loaded.append(ep.name)
+    return loaded
+
+
+def constructor_params(obj: Callable[..., Any]) -> set[str]:
+    """Names a registered object accepts as keywords (used by tests and error messages)."""
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    return {p.name for p in inspect.signature(target).parameters.values() if p.name != "self"}
