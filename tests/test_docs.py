@@ -1,0 +1,61 @@
+"""Every code block in docs/ runs, so the docs cannot drift from the code.
+
+Python blocks of a page run in order in one namespace, in a temporary folder. A block
+whose first line is `# file: NAME` is written to that file instead (a user's module or
+config). `print(x)  # text` checks that `text` appears in what x prints.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssdkit import registry
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
+CHECKED_PRINT = re.compile(r"^(\s*)print\((.*)\)\s+# (.+)$")
+
+
+def _pages() -> list[Path]:
+    return sorted(p for p in DOCS.glob("*.md") if BLOCK.search(p.read_text()))
+
+
+def _with_checks(code: str) -> str:
+    out = []
+    for line in code.splitlines():
+        m = CHECKED_PRINT.match(line)
+        out.append(f"{m.group(1)}__check({m.group(2)}, {m.group(3).strip()!r})" if m else line)
+    return "\n".join(out)
+
+
+def _check(value: object, expected: str) -> None:
+    text = str(value)
+    print(text)
+    assert expected in text, f"docs say {expected!r} but the code prints {text!r}"
+
+
+@pytest.mark.parametrize("page", _pages(), ids=lambda p: p.name)
+def test_doc_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = {name: set(r._entries) for name, r in registry.ALL_REGISTRIES.items()}
+    modules_before = set(sys.modules)
+    namespace: dict = {"__name__": "__docs__", "__check": _check}
+    try:
+        for lang, code in BLOCK.findall(page.read_text()):
+            first = code.splitlines()[0] if code.strip() else ""
+            if first.startswith("# file: "):
+                (tmp_path / first[len("# file: "):].strip()).write_text(code)
+            elif lang == "python":
+                exec(compile(_with_checks(code), f"{page.name}", "exec"), namespace)
+    finally:
+        for name, r in registry.ALL_REGISTRIES.items():
+            for added in set(r._entries) - before[name]:
+                r.unregister(added)
+        for mod in set(sys.modules) - modules_before:
+            if not mod.startswith(("ssdkit", "torch", "torchvision", "PIL", "numpy", "yaml", "pydantic")):
+                del sys.modules[mod]
