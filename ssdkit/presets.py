@@ -115,3 +115,46 @@ def _ssd512_vgg16() -> dict[str, Any]:
             "steps": [8, 16, 32, 64, 128, 256, 512],
         },
     }
+
+
+@register_preset("ssdlite320_mobilenet_v3")
+def _ssdlite320_mobilenet_v3() -> dict[str, Any]:
+    """torchvision's ssdlite320_mobilenet_v3_large: COCO (91 labels), depthwise head, input scaled to [-1, 1].
+
+    torchvision's DefaultBoxGenerator(min_ratio=0.2, max_ratio=0.95) spaces six scales
+    linearly and appends 1.0 for the last level's s'_k (not the paper's extrapolated 1.1),
+    hence explicit `scales`; no steps: priors are centred on each map's own cells.
+    """
+    return {
+        "num_classes": 91,
+        "image_size": 320,
+        "preprocess": {"channel_order": "RGB", "scale": 1 / 255, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
+        "backbone": {"type": "mobilenet_v3_large"},
+        "head": {"type": "depthwise"},
+        "priors": {
+            "type": "ssd",
+            "aspect_ratios": [[2, 3]] * 6,
+            "scales": [0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.0],
+        },
+        "postprocess": {"type": "hard", "score_threshold": 0.001, "iou_threshold": 0.55, "top_k": 300, "max_detections": 300},
+    }
+
+
+@register_preset("ssd300_resnet50")
+def _ssd300_resnet50() -> dict[str, Any]:
+    """NVIDIA's SSD300 v1.1: ResNet-50 trunk, COCO's 80 classes + background, DefaultBoxes300 priors,
+    ImageNet-normalised RGB; post-processing as NVIDIA evaluates (score > 0.05, IoU 0.5, 200 per class and image)."""
+    return {
+        "num_classes": 81,
+        "image_size": 300,
+        "preprocess": _IMAGENET,
+        "backbone": {"type": "resnet50"},
+        "priors": {
+            "type": "ssd",
+            "aspect_ratios": _SSD300_RATIOS,
+            "min_sizes": [21, 45, 99, 153, 207, 261],
+            "max_sizes": [45, 99, 153, 207, 261, 315],
+            "steps": [8, 16, 32, 64, 100, 300],
+        },
+        "postprocess": {"type": "hard", "score_threshold": 0.05, "iou_threshold": 0.5, "top_k": 200, "max_detections": 200},
+    }

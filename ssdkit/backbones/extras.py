@@ -1,0 +1,116 @@
+"""Pieces shared by the backbones built from torchvision classifiers: the SSD extra
+blocks that shrink the last feature map level by level, and loading of a local
+classification state dict into the classifier before its features are cut out.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision.ops.misc import Conv2dNormActivation
+
+__all__ = [
+    "SSDLITE_BN",
+    "ssdlite_extra_block",
+    "bottleneck_extra_block",
+    "check_local_path",
+    "load_classifier_weights",
+    "normal_init",
+    "xavier_init",
+]
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+# SSDLite's norm layer (torchvision's ssdlite builder uses the same numbers).
+SSDLITE_BN = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
+
+
+def ssdlite_extra_block(
+    in_channels: int, out_channels: int, norm_layer: Callable[..., nn.Module] = SSDLITE_BN
+) -> nn.Sequential:
+    """[B, in, H, W] -> [B, out, ceil(H/2), ceil(W/2)]: 1x1 to out/2, depthwise 3x3 stride 2, 1x1 to out;
+    each followed by BN and ReLU6 (MobileNetV2 paper, SSDLite)."""
+    mid = out_channels // 2
+    act = nn.ReLU6
+    return nn.Sequential(
+        Conv2dNormActivation(in_channels, mid, 1, norm_layer=norm_layer, activation_layer=act),
+        Conv2dNormActivation(mid, mid, 3, stride=2, groups=mid, norm_layer=norm_layer, activation_layer=act),
+        Conv2dNormActivation(mid, out_channels, 1, norm_layer=norm_layer, activation_layer=act),
+    )
+
+
+def bottleneck_extra_block(in_channels: int, mid_channels: int, out_channels: int, stride: int, padding: int) -> nn.Sequential:
+    """1x1 conv to `mid_channels` + BN + ReLU, then 3x3 conv (`stride`, `padding`) + BN + ReLU.
+
+    stride 2 / padding 1 halves the map (rounding up); stride 1 / padding 0 takes 2 off each side.
+    """
+    return nn.Sequential(
+        Conv2dNormActivation(in_channels, mid_channels, 1),
+        Conv2dNormActivation(mid_channels, out_channels, 3, stride=stride, padding=padding),
+    )
+
+
+def normal_init(module: nn.Module, std: float = 0.03) -> None:
+    """N(0, std) conv weights and zero biases (torchvision's SSDLite init for untrained layers)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform conv weights and zero biases (the init NVIDIA's SSD300 uses for its extras)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def check_local_path(value: str | None) -> str | None:
+    """Refuse URLs: ssdkit never downloads weights; the user fetches them and passes the file."""
+    if value is not None and _URL.match(str(value).strip()):
+        raise ValueError(
+            f"weights must be a local file path, got the URL {value!r}; ssdkit does not download files: "
+            "fetch it yourself (e.g. with torch.hub.download_url_to_file) and pass the local path"
+        )
+    return value
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    # weights_only: a checkpoint is untrusted input and must not run code when unpickled
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    # training checkpoints often wrap the weights
+    for key in ("state_dict", "model"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors)")
+    return data
+
+
+def load_classifier_weights(model: nn.Module, weights: str | Path) -> None:
+    """Load a local torchvision classification state dict (.pth/.pt via torch.load with
+    weights_only=True, or .safetensors) into the whole classifier `model`, strictly."""
+    check_local_path(str(weights))
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    state = _read_state_dict(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{path} does not fit {type(model).__name__} (is it a torchvision classification state dict "
+            f"of the same architecture and width?): {exc}"
+        ) from exc

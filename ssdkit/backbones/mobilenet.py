@@ -1,0 +1,79 @@
+"""MobileNetV3-Large for SSDLite (the backbone of torchvision's ssdlite320_mobilenet_v3_large).
+
+Two maps come from the classifier, cut out with torchvision's FX feature extractor:
+the 1x1 expansion output inside the last stride-2 block (stride 16, 672 channels,
+"section 6.3" of the MobileNetV3 paper) and the last feature layer (stride 32, 960
+channels); four SSDLite extra blocks add stride 64, 128, 256, 512 maps.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from torch import Tensor, nn
+from torchvision.models import mobilenet_v3_large
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from ssdkit.backbones.extras import (
+    SSDLITE_BN,
+    check_local_path,
+    load_classifier_weights,
+    normal_init,
+    ssdlite_extra_block,
+)
+from ssdkit.registry import BACKBONES, ComponentConfig
+
+__all__ = ["MobileNetV3Config", "MobileNetV3SSDLite"]
+
+EXTRA_CHANNELS = (512, 256, 256, 128)
+
+
+class MobileNetV3Config(ComponentConfig):
+    type: str = "mobilenet_v3_large"
+    width_mult: float = Field(1.0, gt=0, le=4, description="MobileNetV3 width multiplier (the extras stay fixed)")
+    weights: str | None = Field(
+        None, description="local path to a torchvision mobilenet_v3_large classification state dict (.pth or .safetensors)"
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _local(cls, v: str | None) -> str | None:
+        return check_local_path(v)
+
+    def num_levels(self) -> int:
+        return 2 + len(EXTRA_CHANNELS)
+
+
+@BACKBONES.register("mobilenet_v3_large", config=MobileNetV3Config)
+class MobileNetV3SSDLite(nn.Module):
+    """x `[B, 3, H, W]` -> 6 maps; at 320 x 320 their sides are 20, 10, 5, 3, 2, 1.
+
+    `out_channels` is [672, 960, 512, 256, 256, 128] at width_mult 1.
+    """
+
+    def __init__(self, width_mult: float = 1.0, weights: str | None = None) -> None:
+        super().__init__()
+        net = mobilenet_v3_large(weights=None, width_mult=width_mult, norm_layer=SSDLITE_BN)
+        if weights is not None:
+            load_classifier_weights(net, weights)
+        else:
+            normal_init(net)  # torchvision's choice for an SSDLite backbone trained from scratch
+        features = net.features
+        # The last block that halves the map starts C5; its expansion conv still runs at stride 16.
+        c5_start = max(i for i, b in enumerate(features) if getattr(b, "_is_cn", False))
+        expansion = features[c5_start].block[0]
+        last = len(features) - 1
+        self.body = create_feature_extractor(net, {f"features.{c5_start}.block.0": "c4", f"features.{last}": "c5"})
+        channels = [expansion.out_channels, features[last].out_channels]
+        self.extras = nn.ModuleList()
+        for c in EXTRA_CHANNELS:
+            self.extras.append(ssdlite_extra_block(channels[-1], c))
+            channels.append(c)
+        normal_init(self.extras)
+        self.out_channels = channels
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        feats = self.body(x)
+        out = [feats["c4"], feats["c5"]]
+        for block in self.extras:
+            out.append(block(out[-1]))
+        return out
