@@ -9,14 +9,21 @@ Public API::
     ssdkit.draw("street.jpg", dets, path="out.png")
 """
 
-from ssdkit import registry  # noqa: F401  (first: the component modules register into it)
-from ssdkit import backbones, coders, heads, matchers, postprocess, priors  # noqa: F401  (register built-ins)
-from ssdkit import presets
+from ssdkit import (  # noqa: F401  (register built-ins)
+    backbones,
+    coders,
+    heads,
+    matchers,
+    postprocess,
+    presets,
+    priors,
+    registry,  # noqa: F401  (first: the component modules register into it)
+)
 from ssdkit.build import build_model
 from ssdkit.config import PreprocessConfig, SSDConfig
 from ssdkit.draw import draw
-from ssdkit.model import SSD
 from ssdkit.hub import create_model
+from ssdkit.model import SSD
 
 __version__ = "0.1.0"
 

@@ -36,7 +36,9 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
             f"gives {levels} feature maps"
         )
     head = HEADS.build(
-        cfg.head, in_channels=list(backbone.out_channels), num_anchors=prior_generator.num_anchors,
+        cfg.head,
+        in_channels=list(backbone.out_channels),
+        num_anchors=prior_generator.num_anchors,
         num_classes=cfg.num_classes,
     )
     box_coder = BOX_CODERS.build(cfg.box_coder)

@@ -13,9 +13,29 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from ssdkit.registry import ALL_REGISTRIES, BACKBONES, BOX_CODERS, HEADS, LOSSES, MATCHERS, NMS, PRIORS, ComponentConfig, Registry
+from ssdkit.registry import (
+    ALL_REGISTRIES,
+    BACKBONES,
+    BOX_CODERS,
+    HEADS,
+    LOSSES,
+    MATCHERS,
+    NMS,
+    PRIORS,
+    ComponentConfig,
+    Registry,
+)
 
 __all__ = ["SSDConfig", "PreprocessConfig"]
 
@@ -85,7 +105,7 @@ class SSDConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "SSDConfig":
+    def _cross_checks(self) -> SSDConfig:
         if self.class_names is not None and len(self.class_names) != self.num_classes - 1:
             raise ValueError(
                 f"class_names lists {len(self.class_names)} names but num_classes={self.num_classes} "
@@ -104,14 +124,16 @@ class SSDConfig(BaseModel):
 
     # ---------- files ----------
     @classmethod
-    def from_file(cls, path: str | Path) -> "SSDConfig":
+    def from_file(cls, path: str | Path) -> SSDConfig:
         """Load a YAML (.yaml/.yml) or JSON (.json) file; YAML is read with a safe loader."""
         path = Path(path)
         text = path.read_text(encoding="utf-8")
         try:
             data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except (yaml.YAMLError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+            raise ValueError(
+                f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}"
+            ) from exc
         if not isinstance(data, dict):
             raise ValueError(f"{path}: the top level must be a mapping of config fields, got {type(data).__name__}")
         return cls.model_validate(data)

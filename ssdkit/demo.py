@@ -23,7 +23,9 @@ __all__ = ["run_demo", "generated_picture"]
 _COLOURS = [(230, 60, 60), (60, 160, 230), (240, 200, 40), (90, 200, 90), (180, 90, 220)]
 
 
-def generated_picture(width: int = 480, height: int = 360, count: int = 4, seed: int = 0) -> tuple[Image.Image, np.ndarray]:
+def generated_picture(
+    width: int = 480, height: int = 360, count: int = 4, seed: int = 0
+) -> tuple[Image.Image, np.ndarray]:
     """A picture with `count` filled rectangles/ellipses on a noisy background; returns it and
     the shapes' boxes `[count, 4]` xyxy in pixels."""
     rng = np.random.default_rng(seed)
@@ -49,13 +51,15 @@ def run_demo(preset: str = "ssd300_vgg16", out: str | Path = "ssdkit-demo", seed
     t0 = time.perf_counter()
     cfg = presets.get(preset)
     model = build_model(cfg).eval()
-    print(f"preset {preset}: input {cfg.image_size[1]}x{cfg.image_size[0]}, {cfg.num_classes} classes "
-          f"(incl. background), {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
-          f"built in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"preset {preset}: input {cfg.image_size[1]}x{cfg.image_size[0]}, {cfg.num_classes} classes "
+        f"(incl. background), {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
+        f"built in {time.perf_counter() - t0:.1f} s"
+    )
 
     print("\npriors per level")
     print(f"{'level':>5} {'feature map':>11} {'per location':>12} {'priors':>7}")
-    for k, ((fh, fw), a) in enumerate(zip(model.feature_sizes, model.prior_generator.num_anchors)):
+    for k, ((fh, fw), a) in enumerate(zip(model.feature_sizes, model.prior_generator.num_anchors, strict=True)):
         print(f"{k:>5} {f'{fh}x{fw}':>11} {a:>12} {fh * fw * a:>7}")
     print(f"{'total':>5} {'':>11} {'':>12} {model.priors.shape[0]:>7}")
 
@@ -88,8 +92,10 @@ def run_demo(preset: str = "ssd300_vgg16", out: str | Path = "ssdkit-demo", seed
     took = time.perf_counter() - t0
     top = {k: v[:5] for k, v in det.items()}
     draw(picture, top, score_threshold=0.0, path=out / "prediction.png")
-    print(f"\npredict on a {w}x{h} picture: {len(det['scores'])} detections in {took:.2f} s "
-          f"(random weights: scores are near 1/{cfg.num_classes}, the boxes show the path, not accuracy)")
+    print(
+        f"\npredict on a {w}x{h} picture: {len(det['scores'])} detections in {took:.2f} s "
+        f"(random weights: scores are near 1/{cfg.num_classes}, the boxes show the path, not accuracy)"
+    )
     print(f"wrote {out / 'matched_priors.png'} (ground truth black, matched priors white)")
     print(f"wrote {out / 'prediction.png'} (top 5 detections)")
     return 0

@@ -14,8 +14,9 @@ from ssdkit.predict import to_tensor
 __all__ = ["draw"]
 
 
-def draw(image: Any, detections: dict, score_threshold: float = 0.3, path: Optional[str | Path] = None,
-         width: int = 2) -> Image.Image:
+def draw(
+    image: Any, detections: dict, score_threshold: float = 0.3, path: Optional[str | Path] = None, width: int = 2
+) -> Image.Image:
     """Boxes (pixels of `image`) with "name score" labels; returns a PIL image, and saves it to `path` if given."""
     pixels = to_tensor(image).clamp(0, 255).to(torch.uint8)
     keep = detections["scores"] >= score_threshold

@@ -62,7 +62,7 @@ class SSD(nn.Module):
         self.feature_sizes = self._probe_feature_sizes()
         priors = prior_generator(self.feature_sizes, self.image_size)
         self.register_buffer("priors", priors, persistent=False)
-        expected = sum(h * w * a for (h, w), a in zip(self.feature_sizes, prior_generator.num_anchors))
+        expected = sum(h * w * a for (h, w), a in zip(self.feature_sizes, prior_generator.num_anchors, strict=True))
         if priors.shape[0] != expected:
             raise ValueError(
                 f"prior generator made {priors.shape[0]} priors but the head predicts {expected} "
@@ -101,9 +101,18 @@ class SSD(nn.Module):
     @torch.no_grad()
     def postprocess(self, loc: Tensor, logits: Tensor) -> list[Detections]:
         """Raw outputs -> per image {boxes [N, 4] xyxy normalised, scores [N], labels [N]}."""
-        boxes = self.decode(loc.float())
-        probs = torch.softmax(logits.float(), dim=-1)
-        return self.postprocessor(boxes, probs)
+        loc, logits = loc.float(), logits.float()
+        from_logits = getattr(self.postprocessor, "from_logits", None)
+        if from_logits is None:  # a postprocessor that only takes probabilities
+            return self.postprocessor(self.decode(loc), torch.softmax(logits, dim=-1))
+        P = loc.shape[1]
+        flat_loc, priors = loc.reshape(-1, 4), self.priors.to(loc.dtype)
+
+        def boxes(img: Tensor, prior: Tensor) -> Tensor:
+            # Only the candidates' boxes are decoded, not all B * P.
+            return self.box_coder.decode(flat_loc.index_select(0, img * P + prior), priors.index_select(0, prior))
+
+        return from_logits(boxes, logits)
 
     def loss(self, loc: Tensor, logits: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Training loss terms and their sum under "loss"; see ssdkit.losses."""

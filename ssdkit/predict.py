@@ -22,8 +22,14 @@ __all__ = ["Preprocessor", "to_tensor", "predict"]
 class Preprocessor:
     """pixels (0..255, RGB) -> x = (pixels * scale - mean) / std, resized to `image_size` (h, w)."""
 
-    def __init__(self, image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
-                 scale: float = 1 / 255, channel_order: str = "RGB") -> None:
+    def __init__(
+        self,
+        image_size: tuple[int, int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        scale: float = 1 / 255,
+        channel_order: str = "RGB",
+    ) -> None:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
@@ -36,7 +42,11 @@ class Preprocessor:
         if self.channel_order == "BGR":
             x = x.flip(0)
         mean, std = self.mean.to(x.device), self.std.to(x.device)
-        x = (x * self.scale - mean) / std
+        # Scale in float64: a 0..1 float picture (multiplied by 255 in to_tensor) comes back
+        # exactly, so the float32 normalisation below matches torchvision's bit for bit
+        # (a float32 round trip is off by an ulp, which a deep net amplifies).
+        wide = torch.float32 if x.device.type == "mps" else torch.float64
+        x = ((x.to(wide) * self.scale).to(torch.float32) - mean) / std
         # Normalise before resizing, as torchvision's SSD transform does; bilinear
         # resizing is linear, so the order only matters at float rounding level.
         return F.interpolate(x[None], size=self.image_size, mode="bilinear", align_corners=False)[0]
@@ -50,7 +60,8 @@ def _describe(obj: Any) -> str:
 
 
 def to_tensor(image: Any) -> Tensor:
-    """One picture -> `[3, h, w]` float32 RGB in 0..255."""
+    """One picture -> `[3, h, w]` RGB in 0..255: float32, or float64 for float (0..1) pictures,
+    whose values x255 then still scale back to exactly the caller's values."""
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
@@ -80,14 +91,14 @@ def to_tensor(image: Any) -> Tensor:
         if image.shape[2] == 1:
             image = image.repeat(3, axis=2)
         t = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)
-        return t.float() if image.dtype == np.uint8 else t.float() * (255.0 if image.dtype.kind == "f" else 1.0)
+        return t.float() if image.dtype.kind != "f" else t.double() * 255.0
     if isinstance(image, Tensor):
         if image.dim() != 3 or image.shape[0] not in (1, 3):
             raise ValueError(f"a tensor image must be CHW with 1 or 3 channels, got shape {tuple(image.shape)}")
         if image.shape[1] < 1 or image.shape[2] < 1:
             raise ValueError(f"image has no pixels (shape {tuple(image.shape)})")
         t = image.expand(3, -1, -1) if image.shape[0] == 1 else image
-        return t.float() if image.dtype == torch.uint8 else t.float() * 255.0
+        return t.float() if image.dtype == torch.uint8 else t.double() * 255.0
     raise TypeError(
         f"cannot use a {type(image).__name__} as an image; give a PIL image, an HWC uint8 numpy array, "
         "a CHW tensor or a file path"
@@ -109,16 +120,19 @@ def predict(model: Any, images: Any, batch_size: int = 8) -> Any:
     results = []
     try:
         for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
+            chunk = items[start : start + batch_size]
             pixels = [to_tensor(im) for im in chunk]
             sizes = [(p.shape[1], p.shape[2]) for p in pixels]  # (h, w)
-            batch = torch.stack([model.preprocessor(p.to(device)) for p in pixels])
+            # MPS has no float64; there the 0..1 round trip is only float32-exact.
+            dtype = torch.float32 if device.type == "mps" else None
+            batch = torch.stack([model.preprocessor(p.to(device, dtype)) for p in pixels])
             loc, logits = model(batch)
-            for det, (h, w) in zip(model.postprocess(loc, logits), sizes):
+            for det, (h, w) in zip(model.postprocess(loc, logits), sizes, strict=True):
                 scale = torch.tensor([w, h, w, h], dtype=det["boxes"].dtype, device=det["boxes"].device)
                 names = [model.class_names[i - 1] for i in det["labels"].tolist()]
-                results.append({"boxes": det["boxes"] * scale, "scores": det["scores"],
-                                "labels": det["labels"], "names": names})
+                results.append(
+                    {"boxes": det["boxes"] * scale, "scores": det["scores"], "labels": det["labels"], "names": names}
+                )
     finally:
         model.train(was_training)
     return results[0] if single else results

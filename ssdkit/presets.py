@@ -10,8 +10,26 @@ from ssdkit.config import SSDConfig
 __all__ = ["get", "names", "register_preset", "VOC_CLASSES"]
 
 VOC_CLASSES = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 ]
 
 _PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
@@ -20,7 +38,9 @@ _PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
 # torchvision's VGG16 expects RGB 0..1 normalised by ImageNet mean/std.
 _CAFFE_BGR = {"channel_order": "BGR", "scale": 1.0, "mean": (104.0, 117.0, 123.0), "std": (1.0, 1.0, 1.0)}
 _TORCHVISION_SSD = {
-    "channel_order": "RGB", "scale": 1 / 255, "mean": (0.48235, 0.45882, 0.40784),
+    "channel_order": "RGB",
+    "scale": 1 / 255,
+    "mean": (0.48235, 0.45882, 0.40784),
     "std": (1 / 255, 1 / 255, 1 / 255),
 }
 _IMAGENET = {"channel_order": "RGB", "scale": 1 / 255, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
@@ -49,7 +69,11 @@ def get(name: str, **overrides: Any) -> SSDConfig:
         raise KeyError(f"unknown preset '{name}'{hint} known: {', '.join(names())}")
     data = _PRESETS[name]()
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict) and value.get("type", data[key].get("type")) == data[key].get("type"):
+        if (
+            isinstance(value, dict)
+            and isinstance(data.get(key), dict)
+            and value.get("type", data[key].get("type")) == data[key].get("type")
+        ):
             data[key] = {**data[key], **value}
         else:
             data[key] = value
@@ -136,7 +160,13 @@ def _ssdlite320_mobilenet_v3() -> dict[str, Any]:
             "aspect_ratios": [[2, 3]] * 6,
             "scales": [0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.0],
         },
-        "postprocess": {"type": "hard", "score_threshold": 0.001, "iou_threshold": 0.55, "top_k": 300, "max_detections": 300},
+        "postprocess": {
+            "type": "hard",
+            "score_threshold": 0.001,
+            "iou_threshold": 0.55,
+            "top_k": 300,
+            "max_detections": 300,
+        },
     }
 
 
@@ -156,5 +186,11 @@ def _ssd300_resnet50() -> dict[str, Any]:
             "max_sizes": [45, 99, 153, 207, 261, 315],
             "steps": [8, 16, 32, 64, 100, 300],
         },
-        "postprocess": {"type": "hard", "score_threshold": 0.05, "iou_threshold": 0.5, "top_k": 200, "max_detections": 200},
+        "postprocess": {
+            "type": "hard",
+            "score_threshold": 0.05,
+            "iou_threshold": 0.5,
+            "top_k": 200,
+            "max_detections": 200,
+        },
     }

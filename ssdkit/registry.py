@@ -89,8 +89,7 @@ class Registry:
         """Decorator registering `obj` under `name`, validated by `config`."""
         if not (isinstance(config, type) and issubclass(config, ComponentConfig)):
             raise TypeError(
-                f"{self.role} '{name}': config must be a subclass of ssdkit.registry.ComponentConfig, "
-                f"got {config!r}"
+                f"{self.role} '{name}': config must be a subclass of ssdkit.registry.ComponentConfig, got {config!r}"
             )
 
         def deco(obj: T) -> T:
@@ -138,20 +137,25 @@ class Registry:
 
     def validate_config(self, value: Any) -> ComponentConfig:
         """Turn a dict (or a config instance) into the registered config class."""
+        # Only ValueError becomes a pydantic ValidationError inside a validator: never let a
+        # KeyError (unknown name) or TypeError (unhashable `type`) escape from here.
         if isinstance(value, ComponentConfig):
-            cls = self.config_class(value.type)
-            if isinstance(value, cls):
-                return value
-            value = value.model_dump()
-        if not isinstance(value, dict):
+            name = value.type
+        elif isinstance(value, dict):
+            if "type" not in value:
+                raise ValueError(f"{self.role} config needs a 'type'; known: {', '.join(self.names())}")
+            name = value["type"]
+        else:
             raise ValueError(f"a {self.role} config must be a mapping with a 'type' key, got {value!r}")
-        if "type" not in value:
-            raise ValueError(f"{self.role} config needs a 'type'; known: {', '.join(self.names())}")
-        name = value["type"]
+        if not isinstance(name, str):
+            raise ValueError(f"{self.role} 'type' must be a string naming a registered {self.role}, got {name!r}")
         load_plugins()
         if name not in self._entries:
             raise ValueError(self._unknown_message(name))
-        return self._entries[name].config.model_validate(value)
+        cls = self._entries[name].config
+        if isinstance(value, ComponentConfig):
+            return value if isinstance(value, cls) else cls.model_validate(value.model_dump())
+        return cls.model_validate(value)
 
     def build(self, cfg: ComponentConfig, **context: Any) -> Any:
         """Instantiate the component `cfg.type` with cfg's fields and the role's context."""
@@ -200,8 +204,7 @@ def load_plugins(force: bool = False) -> list[str]:
             ep.load()
         except Exception as exc:  # a broken plugin must not take ssdkit down
             warnings.warn(
-                f"ssdkit plugin '{ep.name}' ({ep.value}) failed to load and is skipped: "
-                f"{type(exc).__name__}: {exc}",
+                f"ssdkit plugin '{ep.name}' ({ep.value}) failed to load and is skipped: {type(exc).__name__}: {exc}",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -87,7 +87,7 @@ def test_mobilenet_loads_local_classification_weights(tmp_path, fmt):
     body = [k for k in loaded if k.startswith("body.")]
     assert len(body) > 200
     for k in body:
-        torch.testing.assert_close(loaded[k], state[k[len("body."):]], rtol=0, atol=0)
+        torch.testing.assert_close(loaded[k], state[k[len("body.") :]], rtol=0, atol=0)
 
 
 def test_resnet50_loads_local_classification_weights_via_config(tmp_path):
@@ -104,7 +104,9 @@ def test_resnet50_loads_local_classification_weights_via_config(tmp_path):
     assert net.body.get_submodule("layer3.0.downsample.0").stride == (1, 1)
 
 
-@pytest.mark.parametrize("url", ["https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth", "s3://bucket/w.pth"])
+@pytest.mark.parametrize(
+    "url", ["https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth", "s3://bucket/w.pth"]
+)
 def test_weights_url_is_refused(url):
     with pytest.raises(ValidationError, match="local file path"):
         MobileNetV3Config(weights=url)

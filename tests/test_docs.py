@@ -49,7 +49,7 @@ def test_doc_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         for lang, code in BLOCK.findall(page.read_text()):
             first = code.splitlines()[0] if code.strip() else ""
             if first.startswith("# file: "):
-                (tmp_path / first[len("# file: "):].strip()).write_text(code)
+                (tmp_path / first[len("# file: ") :].strip()).write_text(code)
             elif lang == "python":
                 exec(compile(_with_checks(code), f"{page.name}", "exec"), namespace)
     finally:

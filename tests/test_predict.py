@@ -71,8 +71,9 @@ def test_boxes_come_back_in_the_pictures_own_pixels(model, monkeypatch, size):
     _force_one_detection(model, monkeypatch, k, label=2)
     det = model.predict(Image.new("RGB", (w, h)))
     cx, cy, pw, ph = model.priors[k].tolist()
-    expected = torch.tensor([max(cx - pw / 2, 0) * w, max(cy - ph / 2, 0) * h,
-                             min(cx + pw / 2, 1) * w, min(cy + ph / 2, 1) * h])
+    expected = torch.tensor(
+        [max(cx - pw / 2, 0) * w, max(cy - ph / 2, 0) * h, min(cx + pw / 2, 1) * w, min(cy + ph / 2, 1) * h]
+    )
     assert det["labels"].tolist() == [2] and det["names"] == ["dog"]
     torch.testing.assert_close(det["boxes"][0], expected, atol=1e-3, rtol=0)
 
@@ -82,8 +83,14 @@ def test_every_input_type_gives_the_same_detections(model, tmp_path):
     arr = rng.integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
     path = tmp_path / "p.png"
     Image.fromarray(arr).save(path)
-    inputs = [Image.fromarray(arr), arr, torch.from_numpy(arr).permute(2, 0, 1),
-              torch.from_numpy(arr).permute(2, 0, 1).float() / 255, str(path), path]
+    inputs = [
+        Image.fromarray(arr),
+        arr,
+        torch.from_numpy(arr).permute(2, 0, 1),
+        torch.from_numpy(arr).permute(2, 0, 1).float() / 255,
+        str(path),
+        path,
+    ]
     results = model.predict(inputs)
     assert len(results) == len(inputs)
     for r in results[1:]:
@@ -100,19 +107,23 @@ def test_single_picture_gives_a_dict_and_a_list_gives_a_list(model):
 
 def test_no_detection_gives_empty_tensors(model, monkeypatch):
     P = model.priors.shape[0]
-    monkeypatch.setattr(model, "forward", lambda x: (torch.zeros(x.shape[0], P, 4),
-                                                     torch.tensor([30.0, 0, 0]).expand(x.shape[0], P, 3)))
+    monkeypatch.setattr(
+        model, "forward", lambda x: (torch.zeros(x.shape[0], P, 4), torch.tensor([30.0, 0, 0]).expand(x.shape[0], P, 3))
+    )
     det = model.predict(Image.new("RGB", (10, 10)))
     assert det["boxes"].shape == (0, 4) and det["scores"].shape == (0,) and det["labels"].shape == (0,)
     assert det["labels"].dtype == torch.int64 and det["names"] == []
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("no/such/file.jpg", "no such image file"),
-    (np.zeros((0, 5, 3), dtype=np.uint8), "no pixels"),
-    (np.zeros((5, 5, 7), dtype=np.uint8), "HWC"),
-    (42, "cannot use a int as an image"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("no/such/file.jpg", "no such image file"),
+        (np.zeros((0, 5, 3), dtype=np.uint8), "no pixels"),
+        (np.zeros((5, 5, 7), dtype=np.uint8), "HWC"),
+        (42, "cannot use a int as an image"),
+    ],
+)
 def test_bad_pictures_get_clear_errors(model, bad, message):
     with pytest.raises((ValueError, TypeError, FileNotFoundError), match=message):
         model.predict(bad)
@@ -126,8 +137,12 @@ def test_corrupt_file_names_the_file(model, tmp_path):
 
 
 def test_modes_greyscale_palette_rgba_16bit(model):
-    for im in [Image.new("L", (30, 20), 128), Image.new("P", (30, 20)), Image.new("RGBA", (30, 20)),
-               Image.new("I;16", (30, 20), 4000)]:
+    for im in [
+        Image.new("L", (30, 20), 128),
+        Image.new("P", (30, 20)),
+        Image.new("RGBA", (30, 20)),
+        Image.new("I;16", (30, 20), 4000),
+    ]:
         det = model.predict(im)
         assert det["boxes"].shape[1] == 4
 

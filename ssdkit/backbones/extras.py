@@ -44,7 +44,9 @@ def ssdlite_extra_block(
     )
 
 
-def bottleneck_extra_block(in_channels: int, mid_channels: int, out_channels: int, stride: int, padding: int) -> nn.Sequential:
+def bottleneck_extra_block(
+    in_channels: int, mid_channels: int, out_channels: int, stride: int, padding: int
+) -> nn.Sequential:
     """1x1 conv to `mid_channels` + BN + ReLU, then 3x3 conv (`stride`, `padding`) + BN + ReLU.
 
     stride 2 / padding 1 halves the map (rounding up); stride 1 / padding 0 takes 2 off each side.

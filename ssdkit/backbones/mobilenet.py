@@ -31,7 +31,8 @@ class MobileNetV3Config(ComponentConfig):
     type: str = "mobilenet_v3_large"
     width_mult: float = Field(1.0, gt=0, le=4, description="MobileNetV3 width multiplier (the extras stay fixed)")
     weights: str | None = Field(
-        None, description="local path to a torchvision mobilenet_v3_large classification state dict (.pth or .safetensors)"
+        None,
+        description="local path to a torchvision mobilenet_v3_large classification state dict (.pth or .safetensors)",
     )
 
     @field_validator("weights")

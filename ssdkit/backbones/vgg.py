@@ -95,6 +95,10 @@ class SSDVGG16(nn.Module):
 
     def __init__(self, highres: bool = False, weights: str | None = None) -> None:
         super().__init__()
+        if weights is not None:  # fail before spending time on initialisation
+            reject_url(str(weights))
+            if not Path(weights).is_file():
+                raise FileNotFoundError(f"no such weights file: {weights}")
         self.highres = bool(highres)
         layers: list[nn.Module] = []
         cin = 3

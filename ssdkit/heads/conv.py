@@ -26,8 +26,8 @@ class _LevelHead(nn.Module):
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         """features: one [B, C_l, H_l, W_l] map per level -> (loc [B, P, 4], logits [B, P, num_classes])."""
-        locs = [flatten_level(m(f), 4) for m, f in zip(self.loc, features)]
-        logits = [flatten_level(m(f), self.num_classes) for m, f in zip(self.cls, features)]
+        locs = [flatten_level(m(f), 4) for m, f in zip(self.loc, features, strict=True)]
+        logits = [flatten_level(m(f), self.num_classes) for m, f in zip(self.cls, features, strict=True)]
         return torch.cat(locs, dim=1), torch.cat(logits, dim=1)
 
 
@@ -42,9 +42,12 @@ class ConvHead(_LevelHead):
 
     def __init__(self, in_channels: list[int], num_anchors: list[int], num_classes: int, kernel_size: int = 3) -> None:
         pad = kernel_size // 2
-        loc = nn.ModuleList(nn.Conv2d(c, a * 4, kernel_size, padding=pad) for c, a in zip(in_channels, num_anchors))
+        loc = nn.ModuleList(
+            nn.Conv2d(c, a * 4, kernel_size, padding=pad) for c, a in zip(in_channels, num_anchors, strict=True)
+        )
         cls = nn.ModuleList(
-            nn.Conv2d(c, a * num_classes, kernel_size, padding=pad) for c, a in zip(in_channels, num_anchors)
+            nn.Conv2d(c, a * num_classes, kernel_size, padding=pad)
+            for c, a in zip(in_channels, num_anchors, strict=True)
         )
         for m in [*loc, *cls]:
             nn.init.xavier_uniform_(m.weight)
@@ -70,8 +73,8 @@ class DepthwiseHead(_LevelHead):
     """SSDLite's head: 3x3 depthwise conv + BN + ReLU6, then a 1x1 conv, per level."""
 
     def __init__(self, in_channels: list[int], num_anchors: list[int], num_classes: int) -> None:
-        loc = nn.ModuleList(_separable(c, a * 4) for c, a in zip(in_channels, num_anchors))
-        cls = nn.ModuleList(_separable(c, a * num_classes) for c, a in zip(in_channels, num_anchors))
+        loc = nn.ModuleList(_separable(c, a * 4) for c, a in zip(in_channels, num_anchors, strict=True))
+        cls = nn.ModuleList(_separable(c, a * num_classes) for c, a in zip(in_channels, num_anchors, strict=True))
         for m in self.modules_of(loc, cls):
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:

@@ -21,7 +21,8 @@ class SSDMatcher:
 
     __call__(gt_boxes [B, G, 4] xyxy, gt_mask [B, G] bool, priors [P, 4] xyxy)
       -> (matches [B, P] int64, the matched ground-truth index or -1 for background,
-          iou [B, P] float, the IoU of each prior with its best ground truth).
+          iou [B, P] float, the IoU of each prior with its matched ground truth; for an
+          unmatched prior, with its best one; 0 in an image without ground truth).
 
     1. every valid ground truth takes the prior it overlaps most (when two boxes
        want the same prior, the later one wins, as in torchvision);

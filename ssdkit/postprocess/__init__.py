@@ -2,5 +2,6 @@
 
 from ssdkit.postprocess.base import PostprocessConfig, Postprocessor
 from ssdkit.postprocess.nms import HardNMS, HardNMSConfig
+from ssdkit.postprocess.soft import SoftNMS, SoftNMSConfig
 
-__all__ = ["PostprocessConfig", "Postprocessor", "HardNMS", "HardNMSConfig"]
+__all__ = ["PostprocessConfig", "Postprocessor", "HardNMS", "HardNMSConfig", "SoftNMS", "SoftNMSConfig"]

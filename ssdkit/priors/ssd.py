@@ -10,72 +10,75 @@ Three ways to give the per-level sizes (exactly one):
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import Tensor
 
 from ssdkit.registry import PRIORS, ComponentConfig
 
+# Element checks live in the types so that an error's location is the exact field path
+# (e.g. `priors.aspect_ratios.2.1`), not just `priors`.
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class SSDPriorsConfig(ComponentConfig):
     type: str = "ssd"
-    aspect_ratios: list[list[float]] = Field(
+    aspect_ratios: list[list[PositiveFloat]] = Field(
         ..., min_length=1, description="per level, the extra aspect ratios (w/h) besides 1; each adds r and 1/r"
     )
-    min_sizes: Optional[list[float]] = Field(None, description="per level, the size s_k in input pixels")
-    max_sizes: Optional[list[float]] = Field(None, description="per level, s'_k = sqrt(min * max) in input pixels")
-    scales: Optional[list[float]] = Field(None, description="L + 1 sizes as fractions of the image side")
-    s_min: Optional[float] = Field(None, description="paper formula: size of the first level (fraction)")
-    s_max: Optional[float] = Field(None, description="paper formula: size of the last level (fraction)")
-    steps: Optional[list[float]] = Field(
+    min_sizes: Optional[list[PositiveFloat]] = Field(None, description="per level, the size s_k in input pixels")
+    max_sizes: Optional[list[PositiveFloat]] = Field(
+        None, description="per level, s'_k = sqrt(min * max) in input pixels"
+    )
+    scales: Optional[list[PositiveFloat]] = Field(None, description="L + 1 sizes as fractions of the image side")
+    s_min: Optional[PositiveFloat] = Field(None, description="paper formula: size of the first level (fraction)")
+    s_max: Optional[PositiveFloat] = Field(None, description="paper formula: size of the last level (fraction)")
+    steps: Optional[list[PositiveFloat]] = Field(
         None, description="per level, the prior spacing in input pixels; default: image size / feature size"
     )
     offset: float = Field(0.5, ge=0, le=1, description="prior centre within its cell")
     clip: bool = Field(True, description="clip prior widths and heights to [0, 1]")
 
+    @field_validator("min_sizes", "max_sizes", "scales", "steps")
+    @classmethod
+    def _one_per_level(cls, v: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        ratios = info.data.get("aspect_ratios")  # absent when aspect_ratios itself failed
+        if v is None or ratios is None:
+            return v
+        n = len(ratios) + (info.field_name == "scales")
+        if len(v) != n:
+            raise ValueError(
+                f"needs {n} values (one per level{' plus one' if info.field_name == 'scales' else ''}; "
+                f"aspect_ratios has {len(ratios)} levels), got {len(v)}"
+            )
+        return v
+
     @model_validator(mode="after")
-    def _check(self) -> "SSDPriorsConfig":
-        L = len(self.aspect_ratios)
-        given = [n for n, v in (("min_sizes", self.min_sizes), ("scales", self.scales), ("s_min", self.s_min)) if v is not None]
+    def _check(self) -> SSDPriorsConfig:
+        given = [
+            n
+            for n, v in (("min_sizes", self.min_sizes), ("scales", self.scales), ("s_min", self.s_min))
+            if v is not None
+        ]
         if len(given) != 1:
             raise ValueError(f"give exactly one of min_sizes, scales or s_min/s_max; got {given or 'none'}")
-        for level, ratios in enumerate(self.aspect_ratios):
-            for i, r in enumerate(ratios):
-                if not r > 0 or not math.isfinite(r):
-                    raise ValueError(f"aspect_ratios.{level}.{i} must be a finite number > 0, got {r}")
-        if self.min_sizes is not None:
-            _check_list("min_sizes", self.min_sizes, L)
-            if self.max_sizes is None:
-                raise ValueError("max_sizes is required with min_sizes")
-            _check_list("max_sizes", self.max_sizes, L)
-        elif self.max_sizes is not None:
+        if self.min_sizes is not None and self.max_sizes is None:
+            raise ValueError("max_sizes is required with min_sizes")
+        if self.min_sizes is None and self.max_sizes is not None:
             raise ValueError("max_sizes only goes with min_sizes")
-        if self.scales is not None:
-            _check_list("scales", self.scales, L + 1)
         if self.s_min is not None:
             if self.s_max is None:
                 raise ValueError("s_max is required with s_min")
-            if not 0 < self.s_min <= self.s_max:
-                raise ValueError(f"need 0 < s_min <= s_max, got s_min={self.s_min}, s_max={self.s_max}")
+            if not self.s_min <= self.s_max:
+                raise ValueError(f"need s_min <= s_max, got s_min={self.s_min}, s_max={self.s_max}")
         elif self.s_max is not None:
             raise ValueError("s_max only goes with s_min")
-        if self.steps is not None:
-            _check_list("steps", self.steps, L)
         return self
 
     def num_levels(self) -> int:
         return len(self.aspect_ratios)
-
-
-def _check_list(name: str, values: list[float], n: int) -> None:
-    if len(values) != n:
-        raise ValueError(f"{name} needs {n} values (one per level{' plus one' if name == 'scales' else ''}), got {len(values)}")
-    for i, v in enumerate(values):
-        if not v > 0 or not math.isfinite(v):
-            raise ValueError(f"{name}.{i} must be a finite number > 0, got {v}")
 
 
 @PRIORS.register("ssd", config=SSDPriorsConfig)
@@ -137,7 +140,7 @@ class SSDPriors:
     def shapes(self, image_size: tuple[int, int]) -> list[Tensor]:
         """Per level, the `[A, 2]` (width, height) of the priors of one location."""
         result = []
-        for (lo, hi), ratios in zip(self._level_sizes(image_size), self.aspect_ratios):
+        for (lo, hi), ratios in zip(self._level_sizes(image_size), self.aspect_ratios, strict=True):
             wh = [lo, hi]
             for r in ratios:
                 sr = math.sqrt(r)
@@ -156,7 +159,7 @@ class SSDPriors:
             )
         h, w = image_size
         levels = []
-        for k, ((fh, fw), wh) in enumerate(zip(feature_sizes, self.shapes(image_size))):
+        for k, ((fh, fw), wh) in enumerate(zip(feature_sizes, self.shapes(image_size), strict=True)):
             if self.steps is not None:
                 sy, sx = self.steps[k] / h, self.steps[k] / w
             else:

@@ -1,0 +1,96 @@
+"""Shared hypothesis settings and strategies.
+
+Profiles (pick with SSDKIT_HYPOTHESIS_PROFILE): "ci" (the default: 100 examples, CI), "dev" (20, quick
+local runs), "thorough" (2000, before a release). deadline=None: torch's first call on a shape
+can take far longer than the next one, and timing is not what these tests check.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", max_examples=20, deadline=None, print_blob=True)
+settings.register_profile("thorough", max_examples=2000, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("SSDKIT_HYPOTHESIS_PROFILE", "ci"))
+
+
+def unit_rows(
+    n: int | None = None, *, min_n: int = 1, max_n: int = 8, width: int = 4, grid: int | None = None
+) -> st.SearchStrategy[torch.Tensor]:
+    """float64 `[k, width]` values in [0, 1] (16-bit resolution), k = n or in [min_n, max_n].
+
+    All values come from ONE binary draw: a draw per float costs hypothesis ~0.1 ms, which would
+    dominate these tests. It shrinks towards all zeros. With `grid`, an example may snap every value
+    to i / grid, so that exact ties and shared edges (what tie-breaking code gets wrong) show up.
+    """
+    most = max_n if n is None else n
+    count = st.just(n) if n is not None else st.integers(min_n, max_n)
+    snap = st.booleans() if grid else st.just(False)
+
+    def build(args: tuple[int, bytes, bool]) -> torch.Tensor:
+        k, raw, snapped = args
+        u = torch.from_numpy(np.frombuffer(raw, dtype="<u2").astype(np.float64) / 65535.0)[: k * width]
+        if snapped:
+            u = torch.round(u * grid) / grid
+        return u.reshape(k, width)
+
+    return st.tuples(count, st.binary(min_size=2 * width * most, max_size=2 * width * most), snap).map(build)
+
+
+def boxes(
+    n: int | None = None,
+    *,
+    min_n: int = 1,
+    max_n: int = 8,
+    lo: float = 0.0,
+    hi: float = 1.0,
+    min_size: float = 1e-3,
+    max_size: float = 1.0,
+    grid: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> st.SearchStrategy[torch.Tensor]:
+    """`[n, 4]` xyxy boxes: top-left corner in [lo, hi]^2, width and height in [min_size, max_size]."""
+
+    def build(u: torch.Tensor) -> torch.Tensor:
+        xy = lo + (hi - lo) * u[:, :2]
+        wh = min_size + (max_size - min_size) * u[:, 2:]
+        return torch.cat((xy, xy + wh), dim=1).to(dtype)
+
+    return unit_rows(n, min_n=min_n, max_n=max_n, grid=grid).map(build)
+
+
+def cxcywh_boxes(
+    n: int | None = None,
+    *,
+    min_n: int = 1,
+    max_n: int = 8,
+    min_size: float = 1e-2,
+    max_size: float = 1.0,
+    grid: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> st.SearchStrategy[torch.Tensor]:
+    """`[n, 4]` cxcywh boxes with centres in [0, 1]^2 and sides in [min_size, max_size] (e.g. priors)."""
+
+    def build(u: torch.Tensor) -> torch.Tensor:
+        return torch.cat((u[:, :2], min_size + (max_size - min_size) * u[:, 2:]), dim=1).to(dtype)
+
+    return unit_rows(n, min_n=min_n, max_n=max_n, grid=grid).map(build)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run a module's tiny-tensor tests on one intra-op thread: on a small shared CI machine,
+    waking a thread pool for a [5, 24] reduction costs milliseconds, far more than the work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
