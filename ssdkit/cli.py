@@ -1,23 +1,52 @@
-"""The `ssdkit` command."""
+"""The `ssdkit` command: one sub-command per module.
+
+Each sub-command lives next to the code it runs, in a module that defines
+`add_arguments(parser)` and `run(args) -> int`; this file only lists them, so a new
+command touches one line here. The modules are imported only when their command runs
+(or `--help` lists them), so `ssdkit demo` does not pay for onnx or matplotlib.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("ssdkit.demo", "build a preset, match boxes to its priors, detect on a generated picture"),
+    "train": ("ssdkit.train.cli", "train a model from a run config (YAML)"),
+    "eval": ("ssdkit.evaluation.cli", "evaluate weights on a data set: VOC AP, COCO mAP, PR curves"),
+    "analyze-priors": ("ssdkit.evaluation.priors_cli", "how well a config's priors cover a data set's boxes"),
+    "export": ("ssdkit.export.cli", "export to ONNX or TorchScript"),
+}
+
+
+def _module(name: str):
+    try:
+        return importlib.import_module(COMMANDS[name][0])
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("ssdkit"):
+            return None  # a command whose module this version does not ship
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="ssdkit", description="SSD detectors from typed configs")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="build a preset, match boxes to its priors, detect on a generated picture")
-    demo.add_argument("--preset", default="ssd300_vgg16")
-    demo.add_argument("--out", default="ssdkit-demo", help="folder for the pictures it writes")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Import only the chosen command's module; list the others by their help line alone.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (_, help_) in COMMANDS.items():
+        if name == chosen:
+            mod = _module(name)
+            if mod is None:
+                continue
+            mod.add_arguments(sub.add_parser(name, help=help_, description=help_))
+        else:
+            sub.add_parser(name, help=help_, add_help=False)
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from ssdkit.demo import run_demo
-
-        return run_demo(preset=args.preset, out=args.out)
-    return 2
+    return int(_module(args.command).run(args) or 0)
 
 
 if __name__ == "__main__":

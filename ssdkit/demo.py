@@ -99,3 +99,12 @@ def run_demo(preset: str = "ssd300_vgg16", out: str | Path = "ssdkit-demo", seed
     print(f"wrote {out / 'matched_priors.png'} (ground truth black, matched priors white)")
     print(f"wrote {out / 'prediction.png'} (top 5 detections)")
     return 0
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--preset", default="ssd300_vgg16")
+    parser.add_argument("--out", default="ssdkit-demo", help="folder for the pictures it writes")
+
+
+def run(args) -> int:
+    return run_demo(preset=args.preset, out=args.out)
