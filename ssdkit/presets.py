@@ -67,7 +67,9 @@ def get(name: str, **overrides: Any) -> SSDConfig:
         close = difflib.get_close_matches(name, names(), n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise KeyError(f"unknown preset '{name}'{hint} known: {', '.join(names())}")
-    data = _PRESETS[name]()
+    # Start from the validated preset so that components it leaves at their defaults
+    # (matcher, box coder, ...) can be overridden by a partial dict too.
+    data = SSDConfig.model_validate(_PRESETS[name]()).model_dump()
     for key, value in overrides.items():
         if (
             isinstance(value, dict)
@@ -101,6 +103,7 @@ def _ssd300_vgg16() -> dict[str, Any]:
             "min_sizes": [30, 60, 111, 162, 213, 264],
             "max_sizes": [60, 111, 162, 213, 264, 315],
             "steps": [8, 16, 32, 64, 100, 300],
+            "clip_centres": True,  # ssd.pytorch clamps the whole prior
         },
     }
 
@@ -137,6 +140,7 @@ def _ssd512_vgg16() -> dict[str, Any]:
             "min_sizes": [35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8],
             "max_sizes": [76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6],
             "steps": [8, 16, 32, 64, 128, 256, 512],
+            "clip_centres": True,  # as ssd.pytorch; no centre of this grid lies outside [0, 1] anyway
         },
     }
 
@@ -185,6 +189,7 @@ def _ssd300_resnet50() -> dict[str, Any]:
             "min_sizes": [21, 45, 99, 153, 207, 261],
             "max_sizes": [45, 99, 153, 207, 261, 315],
             "steps": [8, 16, 32, 64, 100, 300],
+            "clip_centres": True,  # NVIDIA clamps all four numbers
         },
         "postprocess": {
             "type": "hard",

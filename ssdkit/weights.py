@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,7 +20,9 @@ from torch import Tensor, nn
 
 from ssdkit.convert import detect_layout, from_ssd_pytorch, from_torchvision, load_pth, num_classes_of, strip_prefix
 
-__all__ = ["save_weights", "load_weights", "read_state_dict", "LoadResult"]
+__all__ = ["save_weights", "load_weights", "read_state_dict", "reject_url", "LoadResult"]
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 _SAFETENSORS = (".safetensors",)
 _TORCH = (".pth", ".pt")
@@ -111,13 +114,21 @@ def save_weights(model: nn.Module, path: str | Path, *, extra_meta: dict[str, st
     return path
 
 
+def reject_url(value: str | None) -> str | None:
+    """ssdkit never downloads: a weights location must be a local file path."""
+    if value is not None and _URL.match(str(value).strip()):
+        raise ValueError(
+            f"weights must be a local file path, got the URL {value!r}; ssdkit never downloads files: "
+            "fetch it yourself and pass the path of the downloaded file"
+        )
+    return value
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """(state dict, metadata) of a .safetensors file or a torch file holding a bare state dict or
     save_weights' dict. Metadata: str -> str, empty when the file has none."""
-    from ssdkit.backbones.vgg import reject_url
-
     reject_url(str(path))
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no such weights file: {path}")
     if path.suffix.lower() in _SAFETENSORS:
@@ -136,6 +147,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]
         if isinstance(obj.get("meta"), dict):
             meta.update({k: v for k, v in obj["meta"].items() if isinstance(k, str) and isinstance(v, str)})
         obj = obj["state_dict"]
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]  # a training checkpoint: its model's weights
     if not isinstance(obj, dict) or not obj:
         raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)")
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]

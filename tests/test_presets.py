@@ -86,8 +86,9 @@ def _nvidia_default_boxes_300(clamp_centres: bool) -> list[torch.Tensor]:
     return levels
 
 
-def _resnet50_preset_priors() -> torch.Tensor:
-    gen = PRIORS.build(ssdkit.presets.get("ssd300_resnet50").priors)
+def _resnet50_preset_priors(**priors_overrides) -> torch.Tensor:
+    cfg = ssdkit.presets.get("ssd300_resnet50").priors.model_copy(update=priors_overrides)
+    gen = PRIORS.build(cfg)
     return gen([(s, s) for s in (38, 19, 10, 5, 3, 1)], (300, 300)).double()
 
 
@@ -96,19 +97,37 @@ def _in_our_order(levels: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([lvl.transpose(0, 1).reshape(-1, 4) for lvl in levels])
 
 
-def test_ssd300_resnet50_priors_match_nvidia_default_boxes_sizes():
-    ours = _resnet50_preset_priors()
+def test_resnet50_priors_with_centres_unclamped_match_nvidia_with_only_sizes_clamped():
+    ours = _resnet50_preset_priors(clip_centres=False)
     ref = _in_our_order(_nvidia_default_boxes_300(clamp_centres=False))
     assert ours.shape == ref.shape == (8732, 4)
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SSDPriors clip=True clamps only w/h (torchvision); NVIDIA (and ssd.pytorch) also clamp centres, "
-    "which moves the last row/column of the 10x10 level (step 32: centre 1.0133) to 1.0",
-)
 def test_ssd300_resnet50_priors_match_nvidia_default_boxes_exactly():
     ours = _resnet50_preset_priors()
     ref = _in_our_order(_nvidia_default_boxes_300(clamp_centres=True))
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
+
+
+def test_get_merges_a_partial_dict_into_a_component_the_preset_leaves_at_its_default():
+    cfg = ssdkit.presets.get("ssd300_vgg16", matcher={"iou_threshold": 0.4})
+    assert cfg.matcher.type == "ssd" and cfg.matcher.iou_threshold == 0.4
+    # a dict naming another type replaces the component, with that type's defaults
+    soft = ssdkit.presets.get("ssd300_vgg16", postprocess={"type": "soft", "sigma": 0.3})
+    assert soft.postprocess.type == "soft" and soft.postprocess.sigma == 0.3
+    # the preset's own fields survive a partial override
+    pri = ssdkit.presets.get("ssd300_vgg16", priors={"offset": 0.4})
+    assert pri.priors.offset == 0.4 and pri.priors.min_sizes == ssdkit.presets.get("ssd300_vgg16").priors.min_sizes
+
+
+def test_get_with_new_num_classes_drops_the_presets_class_names():
+    cfg = ssdkit.presets.get("ssd300_vgg16", num_classes=4)
+    assert cfg.num_classes == 4 and cfg.class_names is None
+    named = ssdkit.presets.get("ssd300_vgg16", num_classes=3, class_names=["cat", "dog"])
+    assert named.class_names == ["cat", "dog"]
+
+
+def test_get_unknown_preset_suggests_the_closest():
+    with pytest.raises(KeyError, match=r"unknown preset 'ssd300_vg16'; did you mean 'ssd300_vgg16'\?"):
+        ssdkit.presets.get("ssd300_vg16")

@@ -48,8 +48,8 @@ def test_preset_prior_counts(preset, features, expected):
 def _paper_reference(min_sizes, max_sizes, steps, ratios, features, image):
     """ssd.pytorch's PriorBox written out as plain loops (the paper's VOC setting).
 
-    One deliberate difference: ssd.pytorch clamps the centres too, while ssdkit (like torchvision)
-    clips widths and heights only, so steps * f > image (32 * 10 > 300) puts centres past 1."""
+    It clamps all four numbers, centres too: steps * f > image (32 * 10 > 300) would put the last
+    centres of that level past 1; the presets ask for the same with `clip_centres`."""
     out = []
     for k, f in enumerate(features):
         for i, j in itertools.product(range(f), repeat=2):
@@ -61,7 +61,7 @@ def _paper_reference(min_sizes, max_sizes, steps, ratios, features, image):
             for r in ratios[k]:
                 out += [[cx, cy, s * math.sqrt(r), s / math.sqrt(r)], [cx, cy, s / math.sqrt(r), s * math.sqrt(r)]]
     out = torch.tensor(out, dtype=torch.float64)
-    return torch.cat((out[:, :2], out[:, 2:].clamp(0, 1)), dim=1).float()
+    return out.clamp(0, 1).float()
 
 
 @pytest.mark.parametrize("preset, features", [("ssd300_vgg16", SSD300_FEATURES), ("ssd512_vgg16", SSD512_FEATURES)])

@@ -5,26 +5,23 @@ classification state dict into the classifier before its features are cut out.
 
 from __future__ import annotations
 
-import re
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation
+
+from ssdkit.weights import read_state_dict
 
 __all__ = [
     "SSDLITE_BN",
     "ssdlite_extra_block",
     "bottleneck_extra_block",
-    "check_local_path",
     "load_classifier_weights",
     "normal_init",
     "xavier_init",
 ]
-
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 # SSDLite's norm layer (torchvision's ssdlite builder uses the same numbers).
 SSDLITE_BN = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
@@ -75,40 +72,10 @@ def xavier_init(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def check_local_path(value: str | None) -> str | None:
-    """Refuse URLs: ssdkit never downloads weights; the user fetches them and passes the file."""
-    if value is not None and _URL.match(str(value).strip()):
-        raise ValueError(
-            f"weights must be a local file path, got the URL {value!r}; ssdkit does not download files: "
-            "fetch it yourself (e.g. with torch.hub.download_url_to_file) and pass the local path"
-        )
-    return value
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    # weights_only: a checkpoint is untrusted input and must not run code when unpickled
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    # training checkpoints often wrap the weights
-    for key in ("state_dict", "model"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors)")
-    return data
-
-
 def load_classifier_weights(model: nn.Module, weights: str | Path) -> None:
     """Load a local torchvision classification state dict (.pth/.pt via torch.load with
     weights_only=True, or .safetensors) into the whole classifier `model`, strictly."""
-    check_local_path(str(weights))
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone weights file not found: {path}")
-    state = _read_state_dict(path)
+    state, path = read_state_dict(weights)[0], Path(weights)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

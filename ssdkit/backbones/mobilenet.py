@@ -15,12 +15,12 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from ssdkit.backbones.extras import (
     SSDLITE_BN,
-    check_local_path,
     load_classifier_weights,
     normal_init,
     ssdlite_extra_block,
 )
 from ssdkit.registry import BACKBONES, ComponentConfig
+from ssdkit.weights import reject_url
 
 __all__ = ["MobileNetV3Config", "MobileNetV3SSDLite"]
 
@@ -38,7 +38,7 @@ class MobileNetV3Config(ComponentConfig):
     @field_validator("weights")
     @classmethod
     def _local(cls, v: str | None) -> str | None:
-        return check_local_path(v)
+        return reject_url(v)
 
     def num_levels(self) -> int:
         return 2 + len(EXTRA_CHANNELS)

@@ -12,8 +12,9 @@ from torch import Tensor, nn
 from torchvision.models import resnet50
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from ssdkit.backbones.extras import bottleneck_extra_block, check_local_path, load_classifier_weights, xavier_init
+from ssdkit.backbones.extras import bottleneck_extra_block, load_classifier_weights, xavier_init
 from ssdkit.registry import BACKBONES, ComponentConfig
+from ssdkit.weights import reject_url
 
 __all__ = ["ResNet50Config", "ResNet50SSD"]
 
@@ -30,7 +31,7 @@ class ResNet50Config(ComponentConfig):
     @field_validator("weights")
     @classmethod
     def _local(cls, v: str | None) -> str | None:
-        return check_local_path(v)
+        return reject_url(v)
 
     def num_levels(self) -> int:
         return 1 + len(EXTRAS)

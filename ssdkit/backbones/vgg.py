@@ -24,7 +24,6 @@ to the conv4_3 ReLU), ``l2_scale``, ``conv5.conv5_K``, ``fc.fc6`` / ``fc.fc7``, 
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -34,24 +33,13 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from ssdkit.registry import BACKBONES, ComponentConfig
+from ssdkit.weights import read_state_dict, reject_url
 
-__all__ = ["VGG16Config", "SSDVGG16", "reject_url"]
-
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+__all__ = ["VGG16Config", "SSDVGG16"]
 
 # conv1_1 .. conv4_3 as in torchvision's VGG16 `features` (so indices match its state dict);
 # "M" is a 2x2 max pool, "C" the same with ceil_mode (75 -> 38 at 300 px, as in the paper).
 _FEATURES = [64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512]
-
-
-def reject_url(value: str | None) -> str | None:
-    """ssdkit never downloads: a weights location must be a local file path."""
-    if value is not None and _URL.match(str(value).strip()):
-        raise ValueError(
-            f"weights must be a local file path, got the URL {value!r}; ssdkit never downloads files: "
-            "fetch it yourself and pass the path of the downloaded file"
-        )
-    return value
 
 
 class VGG16Config(ComponentConfig):
@@ -172,9 +160,7 @@ class SSDVGG16(nn.Module):
         weights) keep their initialisation.
         """
         from ssdkit.convert import vgg16_to_backbone
-        from ssdkit.weights import read_state_dict
 
-        reject_url(str(path))
         state, _ = read_state_dict(path)
         try:
             converted = vgg16_to_backbone(state)

@@ -40,6 +40,11 @@ class SSDPriorsConfig(ComponentConfig):
     )
     offset: float = Field(0.5, ge=0, le=1, description="prior centre within its cell")
     clip: bool = Field(True, description="clip prior widths and heights to [0, 1]")
+    clip_centres: bool = Field(
+        False,
+        description="also clamp prior centres to [0, 1] (ssd.pytorch and NVIDIA do; torchvision does not): "
+        "moves the last row/column of a level whose grid overshoots the image, e.g. step 32 on a 10x10 map at 300",
+    )
 
     @field_validator("min_sizes", "max_sizes", "scales", "steps")
     @classmethod
@@ -100,6 +105,7 @@ class SSDPriors:
         steps: Optional[list[float]] = None,
         offset: float = 0.5,
         clip: bool = True,
+        clip_centres: bool = False,
     ) -> None:
         self.aspect_ratios = [list(map(float, r)) for r in aspect_ratios]
         self.min_sizes, self.max_sizes = min_sizes, max_sizes
@@ -109,6 +115,7 @@ class SSDPriors:
         self.steps = steps
         self.offset = float(offset)
         self.clip = bool(clip)
+        self.clip_centres = bool(clip_centres)
 
     @staticmethod
     def paper_scales(s_min: float, s_max: float, levels: int) -> list[float]:
@@ -168,6 +175,8 @@ class SSDPriors:
             cx = (torch.arange(fw, dtype=torch.float64) + self.offset) * sx
             cy, cx = torch.meshgrid(cy, cx, indexing="ij")
             centres = torch.stack((cx.reshape(-1), cy.reshape(-1)), dim=-1)  # [fh*fw, 2]
+            if self.clip_centres:
+                centres = centres.clamp(0, 1)
             a = wh.shape[0]
             boxes = torch.cat(
                 (centres[:, None, :].expand(-1, a, -1), wh[None, :, :].expand(centres.shape[0], -1, -1)), dim=-1
