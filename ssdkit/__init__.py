@@ -13,6 +13,7 @@ from ssdkit import (  # noqa: F401  (register built-ins)
     backbones,
     coders,
     heads,
+    losses,
     matchers,
     postprocess,
     presets,
@@ -38,3 +39,12 @@ __all__ = [
     "registry",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # `ssdkit.train(cfg)` (the package is callable) without importing the trainer on `import ssdkit`.
+    if name == "train":
+        import importlib
+
+        return importlib.import_module("ssdkit.train")
+    raise AttributeError(f"module 'ssdkit' has no attribute {name!r}")

@@ -88,7 +88,10 @@ class SSDConfig(BaseModel):
     priors: component(PRIORS)
     matcher: component(MATCHERS) = Field(default_factory=lambda: MATCHERS.validate_config({"type": "ssd"}))
     box_coder: component(BOX_CODERS) = Field(default_factory=lambda: BOX_CODERS.validate_config({"type": "ssd"}))
-    loss: Optional[component(LOSSES)] = Field(None, description="training loss; see the training docs")
+    loss: Optional[component(LOSSES)] = Field(
+        default_factory=lambda: LOSSES.validate_config({"type": "multibox"}),
+        description="training loss (null: an inference-only model); see ssdkit.losses",
+    )
     postprocess: component(NMS) = Field(default_factory=lambda: NMS.validate_config({"type": "hard"}))
 
     @field_validator("image_size", mode="before")
@@ -180,5 +183,7 @@ def _schema_model() -> type[BaseModel]:
             fields[name] = (info.annotation, info)
         else:
             ann = _tagged(role)
-            fields[name] = (Optional[ann] if name == "loss" else ann, Field(None) if name == "loss" else Field(...))
+            default = ... if info.is_required() else info.get_default(call_default_factory=True)
+            field = Field(default, description=info.description)
+            fields[name] = (Optional[ann] if name == "loss" else ann, field)
     return create_model("SSDConfig", __config__=ConfigDict(extra="forbid"), **fields)
