@@ -59,6 +59,8 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
         matcher=matcher,
         loss=loss,
         class_names=cfg.class_names,
+        # a loss that trains independent sigmoids must be scored the same way at inference
+        score_activation=getattr(loss, "score_activation", "softmax"),
     )
     model.config = cfg  # kept for checkpoints and export metadata; the model never reads it
     return model

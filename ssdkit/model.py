@@ -30,6 +30,8 @@ class SSD(nn.Module):
         preprocessor: turns user pictures into the input batch (`ssdkit.predict.Preprocessor`).
         matcher, loss: used by `loss()`; optional for inference-only models.
         class_names: names of labels 1 .. C - 1.
+        score_activation: "softmax" (one distribution per prior, background at 0), or "sigmoid"
+            for heads trained with independent per-class sigmoids (focal loss in sigmoid mode).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class SSD(nn.Module):
         matcher: Any = None,
         loss: Optional[nn.Module] = None,
         class_names: Optional[list[str]] = None,
+        score_activation: str = "softmax",
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -56,6 +59,9 @@ class SSD(nn.Module):
         self.matcher = matcher
         self.loss_fn = loss
         self.preprocessor = preprocessor
+        if score_activation not in ("softmax", "sigmoid"):
+            raise ValueError(f"score_activation must be 'softmax' or 'sigmoid', got {score_activation!r}")
+        self.score_activation = score_activation
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.num_classes = int(num_classes)
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(1, num_classes)]
@@ -103,8 +109,8 @@ class SSD(nn.Module):
         """Raw outputs -> per image {boxes [N, 4] xyxy normalised, scores [N], labels [N]}."""
         loc, logits = loc.float(), logits.float()
         from_logits = getattr(self.postprocessor, "from_logits", None)
-        if from_logits is None:  # a postprocessor that only takes probabilities
-            return self.postprocessor(self.decode(loc), torch.softmax(logits, dim=-1))
+        if from_logits is None or self.score_activation != "softmax":  # the fast path assumes softmax
+            return self.postprocessor(self.decode(loc), self.scores(logits))
         P = loc.shape[1]
         flat_loc, priors = loc.reshape(-1, 4), self.priors.to(loc.dtype)
 
@@ -113,6 +119,10 @@ class SSD(nn.Module):
             return self.box_coder.decode(flat_loc.index_select(0, img * P + prior), priors.index_select(0, prior))
 
         return from_logits(boxes, logits)
+
+    def scores(self, logits: Tensor) -> Tensor:
+        """logits `[B, P, C]` -> class scores `[B, P, C]` in [0, 1] (column 0: background)."""
+        return torch.softmax(logits, dim=-1) if self.score_activation == "softmax" else torch.sigmoid(logits)
 
     def loss(self, loc: Tensor, logits: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Training loss terms and their sum under "loss"; see ssdkit.losses."""

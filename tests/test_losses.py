@@ -488,3 +488,21 @@ def test_configs_validate_and_build_from_plain_data():
             LOSSES.validate_config(bad)
     with pytest.raises(ValueError, match="extra"):
         LOSSES.validate_config({"type": "multibox", "neg_ratio": 3})
+
+
+def test_a_model_trained_with_sigmoid_focal_scores_with_sigmoid():
+    """Independent per-class sigmoids must not be rescored with a softmax at inference."""
+    import ssdkit
+
+    cfg = ssdkit.presets.get("ssdlite320_mobilenet_v3", num_classes=3, loss={"type": "focal", "mode": "sigmoid"})
+    model = ssdkit.build_model(cfg).eval()
+    assert model.score_activation == "sigmoid"
+    P = model.priors.shape[0]
+    loc = torch.zeros(1, P, 4)
+    logits = torch.full((1, P, 3), -10.0)
+    logits[0, 7, 2] = 0.0  # sigmoid 0.5; a softmax over the row would give ~1.0
+    det = model.postprocess(loc, logits)[0]
+    assert det["labels"].tolist() == [2]
+    assert det["scores"].tolist() == pytest.approx([0.5], abs=1e-6)
+    softmax_model = ssdkit.build_model(cfg.model_copy(update={"loss": None})).eval()
+    assert softmax_model.postprocess(loc, logits)[0]["scores"][0] > 0.99

@@ -102,6 +102,11 @@ class FocalLoss(nn.Module):
         self.box_coder = box_coder
         self.matcher = matcher
 
+    @property
+    def score_activation(self) -> str:
+        """How the trained logits become scores at inference (`SSD.scores`)."""
+        return self.mode
+
     def forward(self, loc: Tensor, logits: Tensor, targets: list[dict[str, Any]], priors: Tensor) -> dict[str, Tensor]:
         check_head_outputs(loc, logits, targets, priors)
         loc, logits = loc.float(), logits.float()
