@@ -12,6 +12,7 @@ Public API::
 from ssdkit import (  # noqa: F401  (register built-ins)
     backbones,
     coders,
+    data,
     heads,
     losses,
     matchers,

@@ -38,6 +38,12 @@ class Preprocessor:
 
     def __call__(self, pixels: Tensor) -> Tensor:
         """pixels: `[3, h, w]` float RGB in 0..255 -> `[3, H, W]` network input."""
+        # Normalise before resizing, as torchvision's SSD transform does; bilinear
+        # resizing is linear, so the order only matters at float rounding level.
+        return self.resize(self.normalize(pixels))
+
+    def normalize(self, pixels: Tensor) -> Tensor:
+        """`[3, h, w]` float RGB 0..255 -> `[3, h, w]` float32 (pixels * scale - mean) / std, channel order applied."""
         x = pixels
         if self.channel_order == "BGR":
             x = x.flip(0)
@@ -46,10 +52,16 @@ class Preprocessor:
         # exactly, so the float32 normalisation below matches torchvision's bit for bit
         # (a float32 round trip is off by an ulp, which a deep net amplifies).
         wide = torch.float32 if x.device.type == "mps" else torch.float64
-        x = ((x.to(wide) * self.scale).to(torch.float32) - mean) / std
-        # Normalise before resizing, as torchvision's SSD transform does; bilinear
-        # resizing is linear, so the order only matters at float rounding level.
+        return ((x.to(wide) * self.scale).to(torch.float32) - mean) / std
+
+    def resize(self, x: Tensor) -> Tensor:
+        """`[3, h, w]` float -> `[3, H, W]` bilinear (the data loader resizes large augmented pictures first)."""
         return F.interpolate(x[None], size=self.image_size, mode="bilinear", align_corners=False)[0]
+
+    def mean_pixel(self) -> tuple[float, float, float]:
+        """The mean as an RGB pixel in 0..255 units: what normalises to 0 (the zoom-out fill)."""
+        m = [float(v) / self.scale for v in self.mean.flatten().tolist()]
+        return tuple(m[::-1] if self.channel_order == "BGR" else m)  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"Preprocessor(image_size={self.image_size}, channel_order={self.channel_order!r})"
@@ -57,6 +69,16 @@ class Preprocessor:
 
 def _describe(obj: Any) -> str:
     return str(obj) if isinstance(obj, (str, os.PathLike)) else type(obj).__name__
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """A PIL picture of any mode -> mode RGB (alpha dropped)."""
+    if image.mode == "La":  # premultiplied alpha: PIL converts it only to LA
+        image = image.convert("LA")
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise ValueError(f"cannot turn a PIL picture of mode {image.mode!r} into RGB: {exc}") from None
 
 
 def to_tensor(image: Any) -> Tensor:
@@ -67,7 +89,15 @@ def to_tensor(image: Any) -> Tensor:
         if not path.is_file():
             raise FileNotFoundError(f"no such image file: {path}")
         try:
-            with Image.open(path) as im:
+            with Image.open(path) as im:  # reads the header only
+                limit = Image.MAX_IMAGE_PIXELS
+                if limit and im.width * im.height > limit:
+                    # PIL refuses at twice its limit and only warns below that; refuse at the limit, before
+                    # decoding a (possibly hostile) picture. Raise PIL.Image.MAX_IMAGE_PIXELS for trusted ones.
+                    raise Image.DecompressionBombError(
+                        f"{im.width}x{im.height} pixels exceed PIL.Image.MAX_IMAGE_PIXELS ({limit}); "
+                        "a decompression bomb? Raise that limit if you trust the file"
+                    )
                 im.load()
                 return to_tensor(im)
         except (OSError, Image.DecompressionBombError, ValueError) as exc:
@@ -75,11 +105,16 @@ def to_tensor(image: Any) -> Tensor:
     if isinstance(image, Image.Image):
         if image.width < 1 or image.height < 1:
             raise ValueError(f"image has no pixels ({image.width}x{image.height})")
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(image, dtype=np.float32)
+        if image.mode.startswith("I;16"):
+            # 16 bits per pixel: 0..65535 onto 0..255 (65535 = 255 * 257), so that a 16-bit copy of an
+            # 8-bit picture (v * 257) gives exactly that picture's values.
+            arr = np.asarray(image, dtype=np.float32) / np.float32(257.0)
+            return torch.from_numpy(np.ascontiguousarray(arr))[None].expand(3, -1, -1).clone()
+        if image.mode == "I":  # 32-bit integers of no fixed range: stretched so that the maximum is 255
+            arr = np.asarray(image, dtype=np.float32).clip(min=0)
             arr = arr * (255.0 / max(float(arr.max()), 1.0))
             return torch.from_numpy(np.ascontiguousarray(arr))[None].expand(3, -1, -1).clone()
-        arr = np.asarray(image.convert("RGB"))
+        arr = np.asarray(_to_rgb(image))
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float()
     if isinstance(image, np.ndarray):
         if image.ndim == 2:

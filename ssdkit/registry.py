@@ -36,6 +36,7 @@ __all__ = [
     "BOX_CODERS",
     "LOSSES",
     "NMS",
+    "DATASETS",
     "ALL_REGISTRIES",
     "load_plugins",
 ]
@@ -174,6 +175,8 @@ MATCHERS = Registry("matcher", context="()")
 BOX_CODERS = Registry("box coder", context="()")
 LOSSES = Registry("loss", context="(box_coder, matcher)")
 NMS = Registry("nms", context="()")
+# Not in ALL_REGISTRIES: that maps SSDConfig's fields, and a data set belongs to the run, not the model.
+DATASETS = Registry("dataset", context="() -> ssdkit.data.DetectionDataset")
 
 ALL_REGISTRIES: dict[str, Registry] = {
     "backbone": BACKBONES,

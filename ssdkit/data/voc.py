@@ -1,0 +1,132 @@
+"""`voc`: Pascal VOC folders (VOCdevkit/VOC2007 layout), one or several (VOC07+12).
+
+Each root holds Annotations/<id>.xml, JPEGImages/<id>.jpg and ImageSets/Main/<image_set>.txt.
+VOC corners are 1-based inclusive pixels; a box (xmin, ymin, xmax, ymax) covers pixel columns
+xmin-1 .. xmax-1 counted from 0, so it becomes the continuous box [xmin - 1, ymin - 1, xmax, ymax].
+Boxes marked <difficult>1</difficult> are kept and flagged; training drops them unless
+`keep_difficult` (as in the paper), evaluation keeps them flagged (they count neither way).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import torch
+from pydantic import Field, field_validator
+
+from ssdkit.data.base import DetectionDataset, Record
+from ssdkit.data.errors import BadItemError
+from ssdkit.presets import VOC_CLASSES
+from ssdkit.registry import DATASETS, ComponentConfig
+
+__all__ = ["VOCConfig", "VOCDataset", "VOC_CLASSES"]
+
+
+class VOCConfig(ComponentConfig):
+    """Pascal VOC style folders; paths are used as given (relative ones from the working directory)."""
+
+    type: Literal["voc"] = "voc"
+    root: Union[str, list[str]] = Field(..., description="a VOC2007-style folder, or a list of them (07+12)")
+    image_set: str = Field("trainval", description="ImageSets/Main/<image_set>.txt in each root")
+    class_names: list[str] = Field(default_factory=lambda: list(VOC_CLASSES), min_length=1)
+    keep_difficult: bool = Field(False, description="train on boxes marked difficult too (the paper does not)")
+
+    @field_validator("class_names")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"class_names lists a name twice: {v}")
+        return v
+
+
+def _text(node: ET.Element, tag: str, xml: Path, what: str) -> str:
+    child = node.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        raise BadItemError(str(xml), f"{what} has no <{tag}>")
+    return child.text.strip()
+
+
+def _number(node: ET.Element, tag: str, xml: Path, what: str) -> float:
+    text = _text(node, tag, xml, what)
+    try:
+        return float(text)
+    except ValueError:
+        raise BadItemError(str(xml), f"{what}: <{tag}> is not a number: {text!r}") from None
+
+
+@DATASETS.register("voc", config=VOCConfig)
+class VOCDataset(DetectionDataset):
+    """Items in the order of the image-set files (root by root); `image_id` = the item's index."""
+
+    def __init__(
+        self,
+        *,
+        root: Union[str, Path, list[Union[str, Path]]],
+        image_set: str = "trainval",
+        class_names: Optional[list[str]] = None,
+        keep_difficult: bool = False,
+    ) -> None:
+        roots = [Path(r) for r in (root if isinstance(root, (list, tuple)) else [root])]
+        self.class_names = list(class_names) if class_names is not None else list(VOC_CLASSES)
+        self.keep_difficult = keep_difficult
+        self._label = {name: k + 1 for k, name in enumerate(self.class_names)}
+        self._items: list[tuple[Path, str]] = []
+        for r in roots:
+            listing = r / "ImageSets" / "Main" / f"{image_set}.txt"
+            if not listing.is_file():
+                raise FileNotFoundError(
+                    f"{listing}: no such image-set file (root={r}, image_set={image_set!r}); a VOC root holds "
+                    "Annotations/, JPEGImages/ and ImageSets/Main/<image_set>.txt"
+                )
+            ids = [line.split()[0] for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
+            self._items.extend((r, i) for i in ids)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def record(self, index: int) -> Record:
+        root, stem = self._items[index]
+        xml = root / "Annotations" / f"{stem}.xml"
+        image = root / "JPEGImages" / f"{stem}.jpg"
+        if not xml.is_file():
+            raise BadItemError(str(xml), f"no such annotation file (image {image})")
+        try:
+            tree = ET.parse(xml)  # noqa: S314  (local annotation files; no entity expansion in expat defaults)
+        except ET.ParseError as exc:
+            raise BadItemError(str(xml), f"not valid XML: {exc}") from exc
+        ann = tree.getroot()
+        size = None
+        node = ann.find("size")
+        if node is not None:
+            w, h = int(_number(node, "width", xml, "<size>")), int(_number(node, "height", xml, "<size>"))
+            size = (h, w) if h > 0 and w > 0 else None  # some tools write 0: the picture tells
+        boxes, labels, difficult, refs = [], [], [], []
+        for k, obj in enumerate(ann.iter("object")):
+            name = _text(obj, "name", xml, f"object {k}")
+            what = f"object {k} ('{name}')"
+            if name not in self._label:
+                raise BadItemError(
+                    str(xml), f"{what}: class '{name}' is not in class_names ({', '.join(self.class_names)})"
+                )
+            bnd = obj.find("bndbox")
+            if bnd is None:
+                raise BadItemError(str(xml), f"{what} has no <bndbox>")
+            x1, y1, x2, y2 = (_number(bnd, t, xml, what) for t in ("xmin", "ymin", "xmax", "ymax"))
+            flag = obj.find("difficult")
+            difficult.append(flag is not None and (flag.text or "0").strip() not in ("0", ""))
+            boxes.append([x1 - 1, y1 - 1, x2, y2])
+            labels.append(self._label[name])
+            refs.append(f"{what} <bndbox> xmin={x1:g} ymin={y1:g} xmax={x2:g} ymax={y2:g}:")
+        return Record(
+            path=str(image),
+            image_id=index,
+            boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            labels=torch.tensor(labels, dtype=torch.int64),
+            difficult=torch.tensor(difficult, dtype=torch.bool),
+            iscrowd=torch.zeros(len(labels), dtype=torch.bool),
+            size=size,
+            source=str(xml),
+            box_refs=refs,
+        )
