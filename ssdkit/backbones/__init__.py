@@ -3,5 +3,6 @@
 from ssdkit.backbones import (  # noqa: F401
     mobilenet,
     resnet,
+    tiny,
     vgg,  # noqa: F401
 )

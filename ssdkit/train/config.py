@@ -1,0 +1,174 @@
+"""`RunConfig`: one file describing a training run (model, data, optimisation, evaluation).
+
+```yaml
+model: {num_classes: 4, image_size: 128, backbone: {type: tiny}, priors: {...}}
+data: {train: {type: shapes, ...}, val: {...}, batch_size: 32}
+train: {max_steps: 2000, lr: 0.05, schedule: cosine, warmup_steps: 100}
+eval: {every_steps: 500}
+```
+
+`RunConfig.from_file(path, overrides=["train.lr=0.01"])` reads YAML or JSON safely and applies
+dotted overrides (see ssdkit.train.overrides). Under `torchrun` every process reads the same file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ssdkit.config import MAX_CONFIG_BYTES, MAX_CONFIG_VALUES, SSDConfig, _count_values
+from ssdkit.data import DataConfig
+from ssdkit.train.overrides import apply_overrides, unknown_key_hints
+
+__all__ = ["TrainConfig", "EvalConfig", "RunConfig", "example_configs", "config_path"]
+
+EXAMPLES = Path(__file__).with_name("configs")
+
+
+def example_configs() -> list[str]:
+    """Names of the run configs shipped with ssdkit (`ssdkit train NAME` runs one)."""
+    return sorted(p.stem for p in EXAMPLES.glob("*.yaml"))
+
+
+def config_path(value: str | Path) -> Path:
+    """A run config file: `value` itself when it is a file, else the shipped example of that name."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    shipped = EXAMPLES / f"{value}.yaml"
+    if path.suffix == "" and shipped.is_file():
+        return shipped
+    raise FileNotFoundError(
+        f"run config not found: {value} (neither a file nor a shipped example; examples: "
+        f"{', '.join(example_configs()) or 'none'})"
+    )
+
+
+class TrainConfig(BaseModel):
+    """Optimisation and bookkeeping of a run. Give the length as `epochs` or `max_steps` (one of them)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    epochs: Optional[int] = Field(None, ge=1, description="passes over the training set")
+    max_steps: Optional[int] = Field(None, ge=1, description="optimizer steps (instead of epochs)")
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="SGD with momentum, or AdamW")
+    lr: float = Field(0.01, gt=0, description="base learning rate (for the per-process batch; not scaled)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(False, description="SGD: Nesterov momentum")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 (SGD) or decoupled (AdamW) weight decay")
+    norm_weight_decay: Optional[float] = Field(
+        None, ge=0, description="weight decay of norm layers' weights and of all biases (default: weight_decay)"
+    )
+    schedule: Literal["multistep", "cosine", "constant"] = Field("cosine", description="decay after warm-up")
+    warmup_steps: int = Field(0, ge=0, description="steps of linear warm-up from warmup_factor * lr")
+    warmup_factor: float = Field(0.001, gt=0, le=1, description="learning-rate factor at step 0 of the warm-up")
+    milestones: list[float] = Field(
+        [2 / 3, 8 / 9], description="multistep: where the rate is multiplied by gamma, as fractions of the run"
+    )
+    gamma: float = Field(0.1, gt=0, le=1, description="multistep: factor at each milestone")
+    min_lr_factor: float = Field(0.0, ge=0, le=1, description="cosine: final rate as a fraction of lr")
+    grad_clip: Optional[float] = Field(None, gt=0, description="clip the global gradient norm to this (off: null)")
+    amp: bool = Field(True, description="mixed precision (float16 autocast + gradient scaling); CUDA only")
+    channels_last: bool = Field(False, description="channels-last memory format (often faster on CPU and GPU)")
+    sync_batchnorm: bool = Field(
+        False, description="with several CUDA processes, batch-norm statistics over all of them"
+    )
+    seed: int = Field(0, ge=0, description="seeds weights, data order and augmentation: CPU runs repeat exactly")
+    device: str = Field("auto", description="'auto' (CUDA when there is one), 'cpu', 'cuda', 'cuda:1', 'mps'")
+    nan_policy: Literal["stop", "skip"] = Field(
+        "stop", description="a non-finite loss stops the run, or its batch is skipped (counted and reported)"
+    )
+    log_every: int = Field(20, ge=1, description="steps between progress-bar updates and metrics lines")
+    checkpoint_every: Optional[int] = Field(
+        None, ge=1, description="steps between checkpoints (default: at the end of each epoch); always at the end"
+    )
+    out_dir: str = Field("runs/train", description="run folder: checkpoints, metrics.jsonl, config.yaml")
+    progress: bool = Field(True, description="show a progress bar (rank 0 only)")
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainConfig:
+        if (self.epochs is None) == (self.max_steps is None):
+            got = "both" if self.epochs is not None else "neither"
+            raise ValueError(f"give exactly one of train.epochs or train.max_steps (got {got})")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ValueError(f"milestones are fractions of the run in (0, 1), got {self.milestones}")
+        return self
+
+
+class EvalConfig(BaseModel):
+    """Periodic evaluation on the validation split, and which checkpoint is "best"."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool = Field(True, description="evaluate during training (needs data.val)")
+    every_epochs: int = Field(1, ge=1, description="evaluate at the end of every N-th epoch")
+    every_steps: Optional[int] = Field(None, ge=1, description="evaluate every N steps instead of per epoch")
+    at_end: bool = Field(True, description="also evaluate after the last step")
+    metric: Literal["auto", "map", "val_loss"] = Field(
+        "auto", description="best checkpoint by mAP (higher is better) or validation loss; auto: mAP when available"
+    )
+    protocol: Literal["voc", "coco"] = Field("voc", description="mAP protocol: VOC mAP@0.5 or COCO mAP@[.5:.95]")
+    use_07_metric: bool = Field(False, description="VOC: 11-point AP of VOC2007 instead of the area")
+
+
+class RunConfig(BaseModel):
+    """A whole training run; `ssdkit train CONFIG.yaml` and `ssdkit.train(cfg)` take one."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: SSDConfig
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], overrides: Sequence[str] = (), *, source: str = "run config") -> RunConfig:
+        """Validate a mapping after applying `overrides`; errors name the source and suggest keys."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+        data = apply_overrides(cls, data, list(overrides))
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            hints = unknown_key_hints(cls, data, exc.errors())
+            extra = ("\n" + "\n".join(hints)) if hints else ""
+            raise ValueError(f"{source}: {exc}{extra}") from exc
+
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+        """Read YAML (safe loader) or JSON, apply `key=value` overrides, validate. `path` may also
+        name a shipped example (`example_configs()`), e.g. "shapes_tiny"."""
+        path = config_path(path)
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(
+                f"{path}: {path.stat().st_size} bytes is too large for a config (limit {MAX_CONFIG_BYTES})"
+            )
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not valid YAML/JSON: {exc}") from exc
+        if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+            raise ValueError(
+                f"{path}: holds more than {MAX_CONFIG_VALUES} values once YAML aliases are expanded "
+                "(an alias bomb, or a structure that contains itself?)"
+            )
+        return cls.from_dict(data, overrides, source=str(path))
+
+    def with_overrides(self, overrides: Sequence[str]) -> RunConfig:
+        return type(self).from_dict(self.model_dump(mode="json"), overrides)
+
+    def to_file(self, path: str | Path) -> Path:
+        """YAML or JSON by suffix; `from_file` reads it back unchanged."""
+        path = Path(path)
+        data = self.model_dump(mode="json")
+        if path.suffix.lower() == ".json":
+            path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        else:
+            path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        return path
