@@ -37,10 +37,54 @@ from ssdkit.registry import (
     Registry,
 )
 
-__all__ = ["SSDConfig", "PreprocessConfig"]
+__all__ = ["SSDConfig", "PreprocessConfig", "read_config_file"]
 
 MAX_CLASSES = 100_000
 MAX_IMAGE_SIDE = 8192
+# Bounds on what reading a hostile config file can cost; a real one (even with MAX_CLASSES class
+# names) stays far below them.
+MAX_CONFIG_BYTES = 32 << 20
+MAX_CONFIG_VALUES = 1_000_000
+
+
+def _count_values(data: Any, limit: int) -> int:
+    """Values in nested dicts and lists, a shared (YAML alias) value counted at each use; stops
+    counting past `limit`, so a self-containing or exponentially aliased structure costs little."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return count
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML (.yaml/.yml, safe loader) or JSON (.json) config file, with
+    clear errors, and bounded cost on hostile files (size, and values after alias expansion)."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes is too large for a config (limit {MAX_CONFIG_BYTES})")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping of config fields, got {type(data).__name__}")
+    if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise ValueError(
+            f"{path}: holds more than {MAX_CONFIG_VALUES} values once YAML aliases are expanded "
+            "(an alias bomb, or a structure that contains itself?); a config holds far fewer"
+        )
+    return data
+
+
+# A NaN or infinite mean, std or scale would make every input NaN: no detections, no error.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 def component(registry: Registry):
@@ -54,9 +98,9 @@ class PreprocessConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channel_order: Literal["RGB", "BGR"] = Field("RGB", description="channel order the network expects")
-    scale: float = Field(1 / 255, gt=0, description="applied to 0..255 pixel values first")
-    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406), description="per channel, after scale")
-    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225), description="per channel, after scale")
+    scale: float = Field(1 / 255, gt=0, allow_inf_nan=False, description="applied to 0..255 pixel values first")
+    mean: tuple[Finite, Finite, Finite] = Field((0.485, 0.456, 0.406), description="per channel, after scale")
+    std: tuple[Finite, Finite, Finite] = Field((0.229, 0.224, 0.225), description="per channel, after scale")
 
     @field_validator("std")
     @classmethod
@@ -129,17 +173,7 @@ class SSDConfig(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> SSDConfig:
         """Load a YAML (.yaml/.yml) or JSON (.json) file; YAML is read with a safe loader."""
-        path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (yaml.YAMLError, json.JSONDecodeError) as exc:
-            raise ValueError(
-                f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}"
-            ) from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the top level must be a mapping of config fields, got {type(data).__name__}")
-        return cls.model_validate(data)
+        return cls.model_validate(read_config_file(path))
 
     def to_file(self, path: str | Path) -> Path:
         """Write YAML or JSON by the file's suffix; `from_file` reads it back unchanged."""

@@ -7,6 +7,7 @@ images and classes at once: no Python loop over either.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, ClassVar, Union
 
 import torch
@@ -77,6 +78,24 @@ def flat_nonzero(mask: Tensor, limit: int) -> Tensor | None:
     return found if found.numel() <= limit else None
 
 
+def warn_non_finite(values: Tensor, what: str) -> None:
+    """Warn (RuntimeWarning) when `values` `[B, ...]` hold NaN or inf, which post-processing drops."""
+    # One cheap reduction in the normal case: any NaN or inf makes the sum NaN or inf.
+    if bool(torch.isfinite(values.sum())):
+        return
+    bad = ~torch.isfinite(values)
+    if not bool(bad.any()):  # the sum overflowed; every value is finite
+        return
+    images = _where(bad.flatten(1).any(dim=1)).tolist()
+    warnings.warn(
+        f"post-processing: {int(bad.sum())} {what} are NaN or infinite (images {images[:10]}"
+        f"{' ...' if len(images) > 10 else ''}); every (prior, class) score that is not a finite number "
+        "is dropped, so no NaN box or score reaches the detections",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 class Postprocessor:
     """boxes [B, P, 4] xyxy (normalised), probs [B, P, C] (class 0 = background)
     -> one dict per image: boxes [N, 4] xyxy normalised (clipped to [0, 1]), scores [N],
@@ -112,6 +131,10 @@ class Postprocessor:
     def __call__(self, boxes: BoxSource, probs: Tensor) -> list[Detections]:
         """boxes: `[B, P, 4]` xyxy normalised (or a decoding function, see `BoxSource`);
         probs `[B, P, C]` class scores."""
+        warn_non_finite(probs, "class scores")
+        return self._from_probs(boxes, probs)
+
+    def _from_probs(self, boxes: BoxSource, probs: Tensor) -> list[Detections]:
         B, P, C = probs.shape
         flat = flat_nonzero(probs[..., 1:] > self.score_threshold, self._dense_limit(B, C))
         if flat is None:
@@ -134,13 +157,14 @@ class Postprocessor:
         softmax(l)_c <= exp(l_c - l_0), so only pairs with l_c > l_0 + log(threshold) can
         pass; the softmax rows of their priors are computed exactly and thresholded as usual.
         """
+        warn_non_finite(logits, "logits")
         B, P, C = logits.shape
         if self.score_threshold <= 0:
-            return self(boxes, torch.softmax(logits, dim=-1))
+            return self._from_probs(boxes, torch.softmax(logits, dim=-1))
         bound = logits[..., :1] + (math.log(self.score_threshold) - _LOGIT_MARGIN)
         flat = flat_nonzero(torch.gt(logits[..., 1:], bound), self._dense_limit(B, C))
         if flat is None:
-            return self(boxes, torch.softmax(logits, dim=-1))
+            return self._from_probs(boxes, torch.softmax(logits, dim=-1))
         row, labels = flat.div(C - 1, rounding_mode="floor"), flat.remainder(C - 1) + 1
         # A confident prior passes for many classes: one softmax per distinct prior.
         rows, which = torch.unique_consecutive(row, return_inverse=True)
