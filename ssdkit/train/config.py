@@ -20,7 +20,7 @@ from typing import Any, Literal, Optional, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ssdkit.config import MAX_CONFIG_BYTES, MAX_CONFIG_VALUES, SSDConfig, _count_values
+from ssdkit.config import SSDConfig, read_config_file
 from ssdkit.data import DataConfig
 from ssdkit.train.overrides import apply_overrides, unknown_key_hints
 
@@ -144,21 +144,7 @@ class RunConfig(BaseModel):
         """Read YAML (safe loader) or JSON, apply `key=value` overrides, validate. `path` may also
         name a shipped example (`example_configs()`), e.g. "shapes_tiny"."""
         path = config_path(path)
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ValueError(
-                f"{path}: {path.stat().st_size} bytes is too large for a config (limit {MAX_CONFIG_BYTES})"
-            )
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (yaml.YAMLError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not valid YAML/JSON: {exc}") from exc
-        if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
-            raise ValueError(
-                f"{path}: holds more than {MAX_CONFIG_VALUES} values once YAML aliases are expanded "
-                "(an alias bomb, or a structure that contains itself?)"
-            )
-        return cls.from_dict(data, overrides, source=str(path))
+        return cls.from_dict(read_config_file(path), overrides, source=str(path))
 
     def with_overrides(self, overrides: Sequence[str]) -> RunConfig:
         return type(self).from_dict(self.model_dump(mode="json"), overrides)

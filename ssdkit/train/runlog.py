@@ -55,7 +55,7 @@ class ProgressBar:
         self._bar = None
         self.messages = messages
         if bar and messages:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm  # not tqdm.auto: it warns in Jupyter without ipywidgets
 
             self._bar = tqdm(
                 total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr, desc="train"
