@@ -277,7 +277,7 @@ def test_command_line(tmp_path, capsys):
     assert main(["train", str(path), "--set", "train.optimiser=sgd"]) == 2
     assert "did you mean 'train.optimizer'" in capsys.readouterr().err
     assert main(["train", "no_such_config"]) == 2
-    assert "examples: shapes_tiny" in capsys.readouterr().err
+    assert "shapes_tiny" in capsys.readouterr().err
 
 
 def test_shipped_example_runs(tmp_path):
