@@ -1,0 +1,116 @@
+"""`ssdkit eval CONFIG.yaml --weights W [--data DATA.yaml] [--set key=value ...] [--protocol voc|coco|both]`.
+
+Builds the run config's model, loads the weights (a training checkpoint or a weights file), runs it
+over the validation set (`data.val`, or that of `--data`), prints the table, and writes `eval.json`
+and precision-recall curves into `--out` (default: the folder `eval/` beside the weights, i.e. in
+the run folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "config", help="run config (YAML or JSON) the model was trained with, or a shipped example's name"
+    )
+    parser.add_argument("--weights", required=True, help="weights: a training checkpoint (best.pt) or weights file")
+    parser.add_argument(
+        "--data",
+        metavar="FILE",
+        default=None,
+        help="a data config (YAML/JSON, the `data:` section of a run config) to evaluate on instead; its val set is used",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override a config value, e.g. --set data.val_batch_size=64 (repeatable)",
+    )
+    parser.add_argument(
+        "--protocol", choices=["voc", "coco", "both"], default=None, help="default: the config's eval.protocol"
+    )
+    parser.add_argument(
+        "--07", dest="use_07_metric", action="store_true", default=None, help="VOC2007 11-point AP (VOC protocol)"
+    )
+    parser.add_argument("--iou", type=float, default=0.5, help="VOC: IoU a detection must exceed (default 0.5)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="folder for eval.json and pr_curves/")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when there is one), 'cpu', 'cuda:0', ...")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _read_data(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"data config not found: {path}")
+    from ssdkit.config import read_config_file
+
+    data = read_config_file(path)
+    if isinstance(data, dict) and isinstance(data.get("data"), dict):
+        data = data["data"]  # a whole run config: take its data section
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping (a data config), got {type(data).__name__}")
+    return data
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available")
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+    from ssdkit.build import build_model
+    from ssdkit.data import build_loader
+    from ssdkit.evaluation.evaluate import evaluate
+    from ssdkit.evaluation.report import format_table
+    from ssdkit.train.config import RunConfig
+    from ssdkit.train.overrides import ConfigKeyError
+    from ssdkit.weights import load_weights
+
+    weights = Path(args.weights)
+    try:
+        if not 0.0 <= args.iou < 1.0:
+            raise ValueError(f"--iou must be in [0, 1), got {args.iou}")
+        cfg = RunConfig.from_file(args.config)
+        raw = cfg.model_dump(mode="json")
+        if args.data is not None:
+            raw["data"] = _read_data(Path(args.data))
+        cfg = RunConfig.from_dict(raw, args.overrides, source=args.config)
+        if not weights.is_file():
+            raise FileNotFoundError(f"weights not found: {weights}")
+        device = _device(args.device)
+        model = build_model(cfg.model)
+        load_weights(model, weights)
+        model.to(device)
+        loader = build_loader(cfg.data, cfg.model, "val")
+    except (FileNotFoundError, ConfigKeyError, ValueError) as exc:
+        print(f"ssdkit eval: {exc}", file=sys.stderr)
+        return 2
+    protocol = args.protocol or cfg.eval.protocol
+    use_07 = cfg.eval.use_07_metric if args.use_07_metric is None else True
+    out = Path(args.out) if args.out is not None else weights.parent / "eval"
+    result = evaluate(
+        model,
+        loader,
+        protocol=protocol,
+        use_07_metric=use_07,
+        iou_threshold=args.iou,
+        out_dir=out,
+        progress=not args.no_progress,
+    )
+    print(format_table(result))
+    curves = result["files"].get("pr_curves", [])
+    print(f"wrote {result['files']['json']}" + (f" and {len(curves)} curves in {out / 'pr_curves'}" if curves else ""))
+    return 0
