@@ -83,6 +83,16 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def write_config_file(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write `data` as JSON (.json) or YAML (any other suffix), in the order given."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    else:
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
 # A NaN or infinite mean, std or scale would make every input NaN: no detections, no error.
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -177,13 +187,7 @@ class SSDConfig(BaseModel):
 
     def to_file(self, path: str | Path) -> Path:
         """Write YAML or JSON by the file's suffix; `from_file` reads it back unchanged."""
-        path = Path(path)
-        data = self.model_dump(mode="json")
-        if path.suffix.lower() == ".json":
-            path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        else:
-            path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-        return path
+        return write_config_file(path, self.model_dump(mode="json"))
 
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:

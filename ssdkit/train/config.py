@@ -13,14 +13,12 @@ dotted overrides (see ssdkit.train.overrides). Under `torchrun` every process re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ssdkit.config import SSDConfig, read_config_file
+from ssdkit.config import SSDConfig, read_config_file, write_config_file
 from ssdkit.data import DataConfig
 from ssdkit.train.overrides import apply_overrides, unknown_key_hints
 
@@ -151,10 +149,4 @@ class RunConfig(BaseModel):
 
     def to_file(self, path: str | Path) -> Path:
         """YAML or JSON by suffix; `from_file` reads it back unchanged."""
-        path = Path(path)
-        data = self.model_dump(mode="json")
-        if path.suffix.lower() == ".json":
-            path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        else:
-            path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-        return path
+        return write_config_file(path, self.model_dump(mode="json"))
