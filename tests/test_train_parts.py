@@ -240,3 +240,14 @@ def test_norm_weight_decay_groups_norm_weights_and_biases():
     assert all(p.dim() == 4 for p in decay["params"])  # only conv kernels are decayed here
     one = build_optimizer(model, TrainConfig(max_steps=1, optimizer="adamw", weight_decay=1e-3))
     assert len(one.param_groups) == 1 and isinstance(one, torch.optim.AdamW)
+
+
+def test_overriding_the_run_length_replaces_the_other_way_of_giving_it():
+    from ssdkit.train import RunConfig
+
+    by_epochs = RunConfig.from_file("shapes_tiny")
+    assert by_epochs.train.epochs is not None and by_epochs.train.max_steps is None
+    steps = RunConfig.from_file("shapes_tiny", ["train.max_steps=1"])
+    assert steps.train.max_steps == 1 and steps.train.epochs is None
+    back = steps.with_overrides(["train.epochs=2"])
+    assert back.train.epochs == 2 and back.train.max_steps is None

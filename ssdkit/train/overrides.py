@@ -121,6 +121,9 @@ def fields_at(cls: type[BaseModel], data: Any, path: Sequence[str | int]) -> Opt
     return list(current.model_fields) if current is not None else None
 
 
+_EXCLUSIVE = {"train.max_steps": "epochs", "train.epochs": "max_steps"}
+
+
 def apply_overrides(cls: type[BaseModel], data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply each `key=value` of `overrides` to a copy of the raw mapping `data`, in order."""
     import copy
@@ -149,6 +152,10 @@ def apply_overrides(cls: type[BaseModel], data: dict[str, Any], overrides: Seque
                 raise _unknown(key, part, list(current.model_fields), where)
             if last:
                 node[part] = value
+                # The run length is given one way: setting one of these replaces the other.
+                other = _EXCLUSIVE.get(key)
+                if other and value is not None and node.get(other) is not None:
+                    node[other] = None
                 break
             if not isinstance(node.get(part), (dict, list)):
                 node[part] = _default_raw(current, part)
