@@ -239,7 +239,9 @@ def test_run_config_overrides_and_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown key 'data.batchsize'; did you mean 'data.batch_size'"):
         RunConfig.from_file(path, ["data.batchsize=2"])
     with pytest.raises(ValueError, match="exactly one of train.epochs or train.max_steps"):
-        RunConfig.from_file(path, ["train.epochs=2"])
+        RunConfig.from_file(path, ["train.epochs=2", "train.max_steps=3"])
+    # one of them alone replaces the other way of giving the run length
+    assert RunConfig.from_file(path, ["train.epochs=2"]).train.max_steps is None
     bad = tiny_run()
     bad["train"]["warmup_step"] = 3
     path.write_text(yaml.safe_dump(bad))

@@ -153,8 +153,10 @@ def apply_overrides(cls: type[BaseModel], data: dict[str, Any], overrides: Seque
             if last:
                 node[part] = value
                 # The run length is given one way: setting one of these replaces the other.
+                # (Unless both are set here: then validation says to give one.)
                 other = _EXCLUSIVE.get(key)
-                if other and value is not None and node.get(other) is not None:
+                given_too = any(o.split("=", 1)[0].strip() == f"train.{other}" for o in overrides)
+                if other and value is not None and node.get(other) is not None and not given_too:
                     node[other] = None
                 break
             if not isinstance(node.get(part), (dict, list)):
