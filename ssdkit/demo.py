@@ -8,6 +8,7 @@ and the precision-recall curves. Nothing is downloaded: the data are generated.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,9 @@ def run_demo(out: str | Path = "ssdkit-demo", quick: bool = False, overrides: tu
         f"on {torch.get_num_threads()} CPU thread(s)\n"
     )
     print(_prior_table(preview) + "\n")
+    if (out / "run").exists():  # the demo's own output: a re-run replaces it (the trainer never overwrites a run)
+        shutil.rmtree(out / "run")
+        print(f"(replacing the previous demo run in {out / 'run'})")
     print(f"training: {t.max_steps} steps of {d.batch_size} freshly generated pictures ({t.optimizer}, {t.schedule})")
     result = train(run, out_dir=out / "run")
     model = result.model.eval()
