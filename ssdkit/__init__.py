@@ -7,6 +7,8 @@ Public API::
     model = ssdkit.build_model(cfg)                # an ssdkit.SSD (torch.nn.Module)
     dets = model.predict("street.jpg")             # boxes in the picture's own pixels
     ssdkit.draw("street.jpg", dets, path="out.png")
+    result = ssdkit.train("my_run.yaml")           # a run config: model, data, train, eval
+    scores = ssdkit.evaluate(model, ssdkit.data.build_loader(run.data, run.model, "val"))
 """
 
 from ssdkit import (  # noqa: F401  (register built-ins)
@@ -38,14 +40,20 @@ __all__ = [
     "draw",
     "presets",
     "registry",
+    "data",
+    "train",
+    "evaluate",
     "__version__",
 ]
 
 
 def __getattr__(name: str):
-    # `ssdkit.train(cfg)` (the package is callable) without importing the trainer on `import ssdkit`.
-    if name == "train":
-        import importlib
+    # Imported on first use, so `import ssdkit` does not pay for the trainer or the metrics:
+    # `ssdkit.train(cfg)` (the package is callable) and `ssdkit.evaluate(model, loader)`.
+    import importlib
 
+    if name == "train":
         return importlib.import_module("ssdkit.train")
+    if name == "evaluate":
+        return importlib.import_module("ssdkit.evaluation").evaluate
     raise AttributeError(f"module 'ssdkit' has no attribute {name!r}")
