@@ -5,6 +5,9 @@ the per-image cap, NaN/inf inputs).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torchvision.models.detection import ssd300_vgg16
@@ -17,6 +20,10 @@ from ssdkit.coders.ssd import SSDBoxCoder
 from ssdkit.postprocess import HardNMS, SoftNMS, SoftNMSConfig, overlaps
 from ssdkit.postprocess import nms as nms_module
 from ssdkit.registry import NMS, PRIORS
+
+# The benchmark's synthetic head outputs serve the tests too (benchmarks/ is not a package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import synthetic  # noqa: E402
 
 NUM_CLASSES = 21
 SIZE = 300
@@ -50,32 +57,14 @@ def anchors(tv_model, priors):
 
 
 def trained_like(priors: torch.Tensor, batch: int, seed: int, objects: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loc [B, P, 4], logits [B, P, C]) as a trained SSD emits them: background dominant almost
-    everywhere, and around each object a cluster of priors voting for its class with nearly
-    the same box (the duplicates NMS exists for)."""
-    g = torch.Generator().manual_seed(seed)
-    P = priors.shape[0]
-    logits = torch.randn(batch, P, NUM_CLASSES, generator=g) * 0.9
-    logits[..., 0] = 7.0 + 0.5 * torch.randn(batch, P, generator=g)
-    loc = torch.randn(batch, P, 4, generator=g) * 0.5
-    centre = torch.rand(batch, objects, 2, generator=g) * 0.7 + 0.15
-    size = torch.rand(batch, objects, 2, generator=g) * 0.4 + 0.08
-    gt = cxcywh_to_xyxy(torch.cat((centre, size), dim=-1)).clamp(0, 1)
-    labels = torch.randint(1, NUM_CLASSES, (batch, objects), generator=g)
-    best_iou, best_obj = box_iou(gt.reshape(-1, 4), cxcywh_to_xyxy(priors)).view(batch, objects, P).max(dim=1)
-    b, p = (best_iou > 0.3).nonzero(as_tuple=True)
-    obj = best_obj[b, p]
-    logits[b, p, labels[b, obj]] = 4.0 + 8.0 * best_iou[b, p] + torch.randn(obj.shape, generator=g)
-    logits[b, p, 0] = 2.0
-    offsets = SSDBoxCoder().encode(gt[b, obj], priors[p])
-    loc[b, p] = offsets + 0.1 * torch.randn(offsets.shape, generator=g)
-    return loc, logits
+    """(loc [B, P, 4], logits [B, P, C]) as a trained SSD emits them (the benchmark's generator):
+    background dominant almost everywhere, and around each object a cluster of priors voting for
+    its class with nearly the same box (the duplicates NMS exists for)."""
+    return synthetic.trained_like_outputs(priors, batch, NUM_CLASSES, objects=objects, seed=seed)
 
 
 def random_outputs(priors: torch.Tensor, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    P = priors.shape[0]
-    return torch.randn(batch, P, 4, generator=g), torch.randn(batch, P, NUM_CLASSES, generator=g)
+    return synthetic.random_outputs(priors.shape[0], batch, NUM_CLASSES, seed=seed)
 
 
 def ours_from_probs(pp, loc, logits, priors):
