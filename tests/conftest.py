@@ -14,6 +14,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from torch import nn
+
+from ssdkit.registry import BACKBONES, ComponentConfig
 
 settings.register_profile(
     "ci", max_examples=100, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
@@ -94,3 +97,41 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------- a backbone small enough for any test
+
+
+class TwoLevelConfig(ComponentConfig):
+    type: str = "two_level_test"
+    relu: bool = True
+    zero_bias: bool = False
+
+    def num_levels(self) -> int:
+        return 2
+
+
+class TwoLevelNet(nn.Module):
+    """Two 8-channel feature maps, strides 8 and 16. `zero_bias`: a blank input gives zero features."""
+
+    def __init__(self, relu: bool = True, zero_bias: bool = False) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, stride=8, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        if zero_bias:
+            nn.init.zeros_(self.a.bias)
+            nn.init.zeros_(self.b.bias)
+        self.act = nn.ReLU() if relu else nn.Identity()
+        self.out_channels = [8, 8]
+
+    def forward(self, x):
+        a = self.act(self.a(x))
+        return [a, self.act(self.b(a))]
+
+
+@pytest.fixture(scope="module")
+def two_level_backbone():
+    """Registers TwoLevelNet as backbone type "two_level_test" for the module using it."""
+    BACKBONES.register("two_level_test", config=TwoLevelConfig)(TwoLevelNet)
+    yield "two_level_test"
+    BACKBONES.unregister("two_level_test")

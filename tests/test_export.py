@@ -28,41 +28,15 @@ from ssdkit.cli import main as cli
 from ssdkit.export import ExportableDetector, MissingExtraError, read_metadata, to_onnx, to_torchscript
 from ssdkit.export.detector import float32_threshold, greedy_nms
 from ssdkit.predict import predict, to_tensor
-from ssdkit.registry import BACKBONES, ComponentConfig
 from ssdkit.weights import save_weights
 
 SIZE = 128
 AMPLITUDES = (1.0, 3.0, 10.0, 0.0)  # a few detections, 200 (capped), 200 with top-k binding, none
 
 
-class NetConfig(ComponentConfig):
-    type: str = "export_test"
-
-    def num_levels(self) -> int:
-        return 2
-
-
-class Net(nn.Module):
-    """Two feature maps, strides 8 and 16. Zero biases: a blank input gives zero features."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 8, 3, stride=8, padding=1)
-        self.b = nn.Conv2d(8, 8, 3, stride=2, padding=1)
-        nn.init.zeros_(self.a.bias)
-        nn.init.zeros_(self.b.bias)
-        self.out_channels = [8, 8]
-
-    def forward(self, x):
-        a = torch.relu(self.a(x))
-        return [a, torch.relu(self.b(a))]
-
-
 @pytest.fixture(scope="module", autouse=True)
-def backbone():
-    BACKBONES.register("export_test", config=NetConfig)(Net)
-    yield
-    BACKBONES.unregister("export_test")
+def backbone(two_level_backbone):
+    return two_level_backbone
 
 
 def make_model(**overrides) -> ssdkit.SSD:
@@ -70,7 +44,7 @@ def make_model(**overrides) -> ssdkit.SSD:
     fields = dict(
         num_classes=4,
         image_size=SIZE,
-        backbone={"type": "export_test"},
+        backbone={"type": "two_level_test", "zero_bias": True},
         priors={"type": "ssd", "aspect_ratios": [[2], [2, 3]], "scales": [0.2, 0.5, 0.9]},
         loss=None,
     )

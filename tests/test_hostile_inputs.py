@@ -19,39 +19,16 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from torch import nn
 
 import ssdkit
 import ssdkit.config
-from ssdkit.registry import BACKBONES, ComponentConfig
 
 # ---------------------------------------------------------------- a tiny model
 
 
-class NetConfig(ComponentConfig):
-    type: str = "hostile_test"
-
-    def num_levels(self) -> int:
-        return 2
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 8, 3, stride=8, padding=1)
-        self.b = nn.Conv2d(8, 8, 3, stride=2, padding=1)
-        self.out_channels = [8, 8]
-
-    def forward(self, x):
-        a = torch.relu(self.a(x))
-        return [a, torch.relu(self.b(a))]
-
-
 @pytest.fixture(scope="module", autouse=True)
-def backbone():
-    BACKBONES.register("hostile_test", config=NetConfig)(Net)
-    yield
-    BACKBONES.unregister("hostile_test")
+def backbone(two_level_backbone):
+    return two_level_backbone
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +37,7 @@ def model() -> ssdkit.SSD:
     cfg = ssdkit.SSDConfig(
         num_classes=3,
         image_size=64,
-        backbone={"type": "hostile_test"},
+        backbone={"type": "two_level_test"},
         priors={"type": "ssd", "aspect_ratios": [[2], [2]], "scales": [0.2, 0.5, 0.9]},
         loss=None,
     )

@@ -6,47 +6,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 import ssdkit
-from ssdkit.registry import BACKBONES, ComponentConfig
-
-
-class TinyConfig(ComponentConfig):
-    type: str = "tiny_test"
-
-    def num_levels(self) -> int:
-        return 2
-
-
-class Tiny(nn.Module):
-    """Two feature maps, strides 8 and 16."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 8, 3, stride=8, padding=1)
-        self.b = nn.Conv2d(8, 8, 3, stride=2, padding=1)
-        self.out_channels = [8, 8]
-
-    def forward(self, x):
-        a = self.a(x)
-        return [a, self.b(a)]
 
 
 @pytest.fixture(scope="module")
-def model():
-    BACKBONES.register("tiny_test", config=TinyConfig)(Tiny)
-    try:
-        cfg = ssdkit.SSDConfig(
-            num_classes=3,
-            class_names=["cat", "dog"],
-            image_size=64,
-            backbone={"type": "tiny_test"},
-            priors={"type": "ssd", "aspect_ratios": [[2], [2]], "s_min": 0.2, "s_max": 0.6},
-        )
-        yield ssdkit.build_model(cfg).eval()
-    finally:
-        BACKBONES.unregister("tiny_test")
+def model(two_level_backbone):
+    cfg = ssdkit.SSDConfig(
+        num_classes=3,
+        class_names=["cat", "dog"],
+        image_size=64,
+        backbone={"type": "two_level_test", "relu": False},
+        priors={"type": "ssd", "aspect_ratios": [[2], [2]], "s_min": 0.2, "s_max": 0.6},
+    )
+    return ssdkit.build_model(cfg).eval()
 
 
 def _force_one_detection(model, monkeypatch, prior_index: int, label: int):
