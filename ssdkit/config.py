@@ -68,7 +68,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
         raise ValueError(f"{path}: {path.stat().st_size} bytes is too large for a config (limit {MAX_CONFIG_BYTES})")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"{path}: not a text file, so not a YAML or JSON config; a checkpoint or weights file loads with "
+            "ssdkit.load(path), or with --weights after a config"
+        ) from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:

@@ -72,10 +72,17 @@ def xavier_init(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def load_classifier_weights(model: nn.Module, weights: str | Path) -> None:
-    """Load a local torchvision classification state dict (.pth/.pt via torch.load with
-    weights_only=True, or .safetensors) into the whole classifier `model`, strictly."""
-    state, path = read_state_dict(weights)[0], Path(weights)
+def load_classifier_weights(model: nn.Module, weights: str | Path, backbone: str) -> None:
+    """Load a torchvision classification state dict into the whole classifier `model`, strictly:
+    named weights of `backbone` (e.g. ``imagenet``, see ssdkit.pretrained), or a local file
+    (.pth/.pt via torch.load with weights_only=True, or .safetensors)."""
+    from ssdkit import pretrained
+
+    named = pretrained.find(str(weights), backbone=backbone, kind="backbone")
+    if named is not None:
+        state, path = pretrained.fetch(named), f"named weights {named.name!r}"
+    else:
+        state, path = read_state_dict(weights)[0], Path(weights)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

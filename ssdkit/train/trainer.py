@@ -209,12 +209,17 @@ class Trainer:
 
         seed_everything(tc.seed)
         model = build_model(cfg.model)
+        if cfg.init.weights is not None and self.resume_path is None:
+            from ssdkit.pretrained import init_from
+
+            init_from(model, cfg.init.weights)
         if model.loss_fn is None:
             raise ValueError("the model config has no loss: set `model.loss` (e.g. {type: multibox}) to train it")
         if tc.sync_batchnorm and info.distributed:
             if self.device.type != "cuda":
                 raise ValueError("train.sync_batchnorm works only on CUDA devices (torch's SyncBatchNorm)")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.weights_loaded = True  # its weights are what this run trains (predict does not call them random)
         model.to(self.device)
         if tc.channels_last:
             model.to(memory_format=torch.channels_last)
