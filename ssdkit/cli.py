@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("ssdkit.evaluation.cli", "evaluate weights on a data set: VOC AP, COCO mAP, PR curves"),
     "analyze-priors": ("ssdkit.evaluation.priors_cli", "how well a config's priors cover a data set's boxes"),
     "export": ("ssdkit.export.cli", "export to ONNX or TorchScript"),
+    "predict": ("ssdkit.predict_cli", "detect objects on pictures: drawn pictures and a JSON of detections"),
+    "weights": ("ssdkit.pretrained_cli", "list the named pretrained weights, or fetch them into the cache"),
 }
 
 

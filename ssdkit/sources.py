@@ -129,12 +129,13 @@ def resolve(value: str | Path, weights: Optional[str | Path] = None, which: str 
     else:
         from ssdkit import presets
 
-        if str(value) not in presets.names():
+        try:
+            cfg = presets.get(str(value))
+        except KeyError as exc:
             raise FileNotFoundError(
-                f"{value}: no such file or folder, and no preset of that name (presets: {', '.join(presets.names())}); "
-                f"expected {_EXPECTED}"
-            )
-        src = Source(presets.get(str(value)), None, None, preset=str(value))
+                f"{value}: no such file or folder, and {exc.args[0]}; expected {_EXPECTED}"
+            ) from None
+        src = Source(cfg, None, None, preset=str(value))
     if weights is not None:
         src.weights = weights
     return src
@@ -142,14 +143,15 @@ def resolve(value: str | Path, weights: Optional[str | Path] = None, which: str 
 
 def build(src: Source):
     """The model a `Source` describes, with its weights loaded (named ones through create_model)."""
+    from ssdkit import pretrained
     from ssdkit.build import build_model
-    from ssdkit.hub import create_model
     from ssdkit.weights import load_weights
 
-    if src.preset is not None:
-        return create_model(src.preset, weights=src.weights)
     model = build_model(src.model)
-    if src.weights is not None:
+    named = pretrained.find(src.weights, preset=src.preset, kind="detector") if src.preset else None
+    if named is not None:
+        pretrained.load_fitting(model, pretrained.detector_state(named), f"named weights {named.name!r}")
+    elif src.weights is not None:
         load_weights(model, src.weights)
     return model
 

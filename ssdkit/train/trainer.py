@@ -163,6 +163,14 @@ def _evaluate_fn() -> Any:
     return evaluate
 
 
+def _class_names(loader: Any) -> Optional[list[str]]:
+    """The class names of the data set under a loader (through any wrapping `.dataset`s)."""
+    data = getattr(loader, "dataset", None)
+    while data is not None and getattr(data, "class_names", None) is None:
+        data = getattr(data, "dataset", None)
+    return None if data is None else list(data.class_names)
+
+
 class Trainer:
     """Runs one training run described by a `RunConfig`.
 
@@ -229,6 +237,10 @@ class Trainer:
         self.train_loader = build_loader(
             cfg.data, cfg.model, "train", seed=tc.seed, rank=info.rank, world_size=info.world_size
         )
+        if cfg.model.class_names is None:  # name the labels as the data set does (e.g. a COCO file's categories)
+            names = _class_names(self.train_loader)
+            if names is not None:
+                cfg.model.class_names = model.class_names = list(names)
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
             raise ValueError("the training loader yields no batches (is the data set smaller than one batch?)")
