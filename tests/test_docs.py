@@ -39,7 +39,10 @@ def _check(value: object, expected: str) -> None:
 
 
 @pytest.mark.parametrize("page", _pages(), ids=lambda p: p.name)
-def test_doc_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doc_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_home) -> None:
+    # Named weights come from a torch.hub cache of random tensors (conftest.FakeTorchHome): the docs
+    # show the SSDLite COCO weights, whose file is small.
+    torch_home.add("ssdlite320_mobilenet_v3_coco")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     registries = {**registry.ALL_REGISTRIES, "dataset": registry.DATASETS}

@@ -203,7 +203,11 @@ def test_run_folder_holds_config_metrics_and_loadable_checkpoints(tmp_path):
     cfg["eval"] = {"every_steps": 4, "metric": "val_loss"}
     result = ssdkit.train(cfg, out_dir=tmp_path)  # the package is callable
     assert result.run_dir == tmp_path
-    assert RunConfig.from_file(tmp_path / "config.yaml") == RunConfig.model_validate(cfg)
+    saved, given = RunConfig.from_file(tmp_path / "config.yaml"), RunConfig.model_validate(cfg)
+    assert given.model.class_names is None and saved.model.class_names == result.model.class_names
+    assert saved.model.class_names == ["circle", "square", "triangle"]  # the model takes the data set's names
+    given.model.class_names = saved.model.class_names
+    assert saved == given
 
     evals = _lines(tmp_path, "eval")
     assert [d["step"] for d in evals] == [4, 8, 12]
@@ -216,7 +220,7 @@ def test_run_folder_holds_config_metrics_and_loadable_checkpoints(tmp_path):
 
     best = torch.load(result.best_checkpoint, weights_only=True)
     assert best["step"] == best_step and best["ssdkit_version"] == ssdkit.__version__
-    assert RunConfig.model_validate_json(best["run_config"]) == RunConfig.model_validate(cfg)
+    assert RunConfig.model_validate_json(best["run_config"]) == given == saved
     # a training checkpoint is also a weights file
     fresh = ssdkit.build_model(cfg["model"])
     ssdkit.weights.load_weights(fresh, result.last_checkpoint)

@@ -239,8 +239,10 @@ class Trainer:
         )
         if cfg.model.class_names is None:  # name the labels as the data set does (e.g. a COCO file's categories)
             names = _class_names(self.train_loader)
-            if names is not None:
-                cfg.model.class_names = model.class_names = list(names)
+            if names is not None:  # (a copy: the caller's config stays as given)
+                model.config = cfg.model.model_copy(update={"class_names": names})
+                cfg = self.cfg = cfg.model_copy(update={"model": model.config})
+                model.class_names = list(names)
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
             raise ValueError("the training loader yields no batches (is the data set smaller than one batch?)")
