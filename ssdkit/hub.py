@@ -26,9 +26,10 @@ def create_model(name: str | Path, *, weights: Optional[str | Path] = None, **ov
     is_preset = str(name) in presets.names()
     cfg = presets.get(str(name), **overrides) if is_preset else _config_file(name, overrides)
     named = pretrained.find(weights, preset=str(name), kind="detector") if is_preset else None
+    state = pretrained.detector_state(named) if named is not None else None  # before the build: fail fast offline
     model = build_model(cfg)
     if named is not None:
-        pretrained.load_fitting(model, pretrained.detector_state(named), f"named weights {named.name!r}")
+        pretrained.load_fitting(model, state, f"named weights {named.name!r}")
     elif weights is not None:
         from ssdkit.weights import load_weights
 

@@ -190,11 +190,15 @@ def _fake_state(name: str) -> dict[str, torch.Tensor]:
     if name == "ssdlite320_mobilenet_v3_coco":
         return _perturbed(det.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None), 2)
     if name == "vgg16_imagenet":
-        state = _perturbed(torchvision.models.vgg16(), 3)
-        # as torchvision's VGG16_Weights.IMAGENET1K_FEATURES: no valid classifier values (stored as one
-        # NaN each, viewed at full shape, which keeps the file small)
-        return {k: torch.full((1,) * v.dim(), float("nan")).expand(v.shape) if k.startswith("classifier.") else v
-                for k, v in state.items()}
+        from torchvision.models.vgg import cfgs, make_layers
+
+        # torchvision's VGG16 `features`, and, as in VGG16_Weights.IMAGENET1K_FEATURES, a classifier without
+        # valid values (one NaN each, viewed at full shape: no 500 MB to build and write)
+        state = {f"features.{k}": v for k, v in _perturbed(make_layers(cfgs["D"]), 3).items()}
+        shapes = {"0.weight": (4096, 25088), "0.bias": (4096,), "3.weight": (4096, 4096), "3.bias": (4096,),
+                  "6.weight": (1000, 4096), "6.bias": (1000,)}  # fmt: skip
+        nan = torch.tensor(float("nan"))
+        return {**state, **{f"classifier.{k}": nan.expand(shape) for k, shape in shapes.items()}}
     if name == "mobilenet_v3_large_imagenet":
         return _perturbed(torchvision.models.mobilenet_v3_large(), 4)
     if name == "resnet50_imagenet":

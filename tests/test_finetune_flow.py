@@ -88,6 +88,20 @@ def test_load_from_each_kind_of_path(run_dir, tmp_path):
     assert ssdkit.create_model(out / "config.yaml").num_classes == 3
 
 
+def test_init_from_another_run(run_dir):
+    """A run config's `init.weights` may name another run's folder: its best checkpoint, all of it."""
+    from ssdkit.pretrained import init_from
+    from ssdkit.train.config import RunConfig
+
+    out, _ = run_dir
+    cfg = RunConfig.from_file(out / "config.yaml", ["init.weights=" + str(out)])
+    model = ssdkit.build_model(cfg.model)
+    assert init_from(model, cfg.init.weights) == []
+    assert _same_weights(model, ssdkit.load(out))
+    with pytest.raises(ValueError, match="URL"):
+        RunConfig.from_file(out / "config.yaml", ["init.weights=https://example.com/x.pth"])
+
+
 def test_wrong_kinds_of_file_say_what_they_are(run_dir, tmp_path):
     out, data = run_dir
     with pytest.raises(ValueError, match=r"p0\.png: a PNG picture, not a checkpoint or weights file"):

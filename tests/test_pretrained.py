@@ -22,11 +22,17 @@ def _pictures(*sizes):
     return [torch.rand(3, h, w, generator=g) for h, w in sizes]
 
 
-def _same_detections(ours, theirs):
+MAX_DETECTIONS = {"ssdlite320_mobilenet_v3": 300, "ssd300_vgg16_coco": 200}
+
+
+def _same_detections(ours, theirs, preset):
     for i, (d, e) in enumerate(zip(ours, theirs, strict=True)):
         assert len(d["scores"]) == len(e["scores"]) > 0, f"picture {i}: {len(d['scores'])} vs {len(e['scores'])}"
         missing = unmatched_detections(d, e, score_tol=1e-5, box_tol=1e-3)
-        assert not missing, f"picture {i}: torchvision detections {missing[:10]} have no ssdkit counterpart"
+        # At the per-picture cap, float rounding may pick either of two detections tied in score.
+        cut = float(e["scores"].min()) + 1e-5 if len(e["scores"]) == MAX_DETECTIONS[preset] else -1.0
+        assert all(float(e["scores"][j]) <= cut for j in missing), f"picture {i}: torchvision detections {missing[:10]}"
+        assert len(missing) <= 2
         # label k is COCO category k: the names are torchvision's for the same labels
         assert d["names"] == [COCO[k] for k in d["labels"].tolist()]
 
@@ -49,7 +55,7 @@ def test_coco_weights_detect_as_torchvision(torch_home, preset, builder):
     images = _pictures((240, 420))
     with torch.no_grad():
         theirs = peer(images)
-    _same_detections(ours.predict(images), theirs)
+    _same_detections(ours.predict(images), theirs, preset)
 
 
 def test_coco_presets_carry_coco_names():
@@ -78,11 +84,14 @@ def test_backbone_imagenet_weights_land_in_the_right_tensors(torch_home):
         {**ssdkit.presets.get("ssd300_vgg16_coco").model_dump(), "backbone": {"type": "vgg16", "weights": "imagenet"}}
     )
     ours = ssdkit.build_model(cfg).backbone.eval()
-    peer = torchvision.models.vgg16().eval()
-    peer.load_state_dict(torch.load(vgg_file, weights_only=True))
+    from torchvision.models.vgg import cfgs, make_layers
+
+    peer = make_layers(cfgs["D"]).eval()  # torchvision's vgg16().features (its classifier holds no values)
+    file_state = torch.load(vgg_file, weights_only=True)
+    peer.load_state_dict({k[len("features.") :]: v for k, v in file_state.items() if k.startswith("features.")})
     with torch.no_grad():
-        torch.testing.assert_close(ours.features(x), peer.features[:23](x))
-        torch.testing.assert_close(ours.conv5(ours.features(x)), peer.features[:30](x))
+        torch.testing.assert_close(ours.features(x), peer[:23](x))
+        torch.testing.assert_close(ours.conv5(ours.features(x)), peer[:30](x))
     assert all(bool(p.isfinite().all()) for p in ours.fc.parameters())  # the file's classifier is not used
 
     mnv3 = ssdkit.build_model(
@@ -162,8 +171,10 @@ def test_finetune_shape_mismatch_outside_the_head_names_the_tensor(torch_home):
         ssdkit.create_model("ssdlite320_mobilenet_v3", weights="coco", backbone={"width_mult": 0.5})
 
 
-def test_untrained_model_warns_once_when_predicting():
-    model = ssdkit.create_model("ssdlite320_mobilenet_v3", num_classes=3).eval()
+def test_untrained_model_warns_once_when_predicting(two_level_backbone):
+    cfg = {"num_classes": 3, "image_size": 64, "backbone": {"type": two_level_backbone}}
+    cfg["priors"] = {"type": "ssd", "aspect_ratios": [[2], [2]], "scales": [0.2, 0.5, 0.9]}
+    model = ssdkit.build_model(cfg).eval()
     picture = torch.rand(3, 64, 64)
     with pytest.warns(UserWarning, match="weights are random"):
         model.predict(picture)
@@ -172,3 +183,25 @@ def test_untrained_model_warns_once_when_predicting():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.predict(picture)  # once only
+    fresh = ssdkit.build_model(cfg)
+    fresh.load_state_dict(model.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh.predict(picture)  # loaded weights: no warning
+
+def test_weights_command_lists_and_fetches(torch_home, tmp_path, monkeypatch, capsys):
+    from ssdkit.cli import main
+
+    path = torch_home.add("ssdlite320_mobilenet_v3_coco")
+    assert main(["weights", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in pretrained.names()) and f"cached: {path}" in listing
+    assert "box_map 25.1" in listing and "box_map 21.3" in listing
+    assert main(["weights", "fetch", "ssdlite320_mobilenet_v3_coco", "--no-progress"]) == 0  # cached: read back
+    assert str(path) in capsys.readouterr().out
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache, offline
+    assert main(["weights", "fetch", "resnet50_imagenet"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth") in err and "could not be downloaded" in err
+    assert main(["weights", "fetch", "resnet51_imagenet"]) == 2
+    assert "unknown names ['resnet51_imagenet']" in capsys.readouterr().err
