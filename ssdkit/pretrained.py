@@ -67,6 +67,11 @@ class NamedWeights:
         return getattr(getattr(importlib.import_module(module), cls), member)
 
     @property
+    def label(self) -> str:
+        """The enum as torchvision documents it, e.g. ``SSD300_VGG16_Weights.COCO_V1``."""
+        return ".".join(self.enum.rsplit(".", 2)[-2:])
+
+    @property
     def url(self) -> str:
         return self.weights_enum().url
 
@@ -88,7 +93,7 @@ class NamedWeights:
             "name": self.name,
             "alias": self.alias,
             "fits": f"preset {self.target}" if self.kind == "detector" else f"backbone {self.target}",
-            "source": f"torchvision {self.enum.rsplit('.', 2)[-2]}.{self.enum.rsplit('.', 1)[-1]}",
+            "source": f"torchvision {self.label}",
             "url": self.url,
             "cache_path": str(self.cache_path()),
             "cached": self.cache_path().is_file(),
@@ -153,8 +158,8 @@ class WeightsNotCachedError(FileNotFoundError):
     def __init__(self, weights: NamedWeights, reason: str) -> None:
         path = weights.cache_path()
         super().__init__(
-            f"named weights {weights.name!r} (torchvision {weights.enum.rsplit('.', 2)[-2]}."
-            f"{weights.enum.rsplit('.', 1)[-1]}) are not cached and could not be downloaded ({reason}). "
+            f"named weights {weights.name!r} (torchvision {weights.label}) are not cached and could not be "
+            f"downloaded ({reason}). "
             f"Download {weights.url} where there is network (or run `ssdkit weights fetch {weights.name}` there) "
             f"and place the file at {path} (torch.hub's cache: $TORCH_HOME/hub/checkpoints, "
             "TORCH_HOME defaulting to ~/.cache/torch)"

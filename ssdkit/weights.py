@@ -188,7 +188,8 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> Loa
     """Load a weights file into `model` (in place).
 
     Reads save_weights' files, bare state dicts, and full SSD checkpoints of torchvision's
-    ssd300_vgg16 or ssd.pytorch (recognised by their keys and converted, see ssdkit.convert).
+    ssd300_vgg16 / ssdlite320_mobilenet_v3_large or ssd.pytorch (recognised by their keys and
+    converted, see ssdkit.convert).
     A shape mismatch is always a ValueError naming the tensor and both shapes; missing or
     unexpected keys are one too when `strict`, otherwise they are returned.
     """
