@@ -147,7 +147,11 @@ def build(src: Source):
     from ssdkit.build import build_model
     from ssdkit.weights import load_weights
 
-    model = build_model(src.model)
+    cfg = src.model
+    if src.weights is not None and getattr(cfg.backbone, "weights", None) is not None:
+        # the whole model's weights replace the backbone's starting weights: neither fetch nor read those
+        cfg = cfg.model_copy(update={"backbone": cfg.backbone.model_copy(update={"weights": None})})
+    model = build_model(cfg)
     named = pretrained.find(src.weights, preset=src.preset, kind="detector") if src.preset else None
     if named is not None:
         pretrained.load_fitting(model, pretrained.detector_state(named), f"named weights {named.name!r}")

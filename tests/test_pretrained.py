@@ -205,3 +205,15 @@ def test_weights_command_lists_and_fetches(torch_home, tmp_path, monkeypatch, ca
     assert str(tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth") in err and "could not be downloaded" in err
     assert main(["weights", "fetch", "resnet51_imagenet"]) == 2
     assert "unknown names ['resnet51_imagenet']" in capsys.readouterr().err
+
+
+def test_load_does_not_fetch_the_backbone_weights_it_replaces(torch_home, tmp_path, monkeypatch):
+    torch_home.add("mobilenet_v3_large_imagenet")
+    backbone = {"weights": "imagenet", "reduced_tail": False}
+    model = ssdkit.create_model("ssdlite320_mobilenet_v3", num_classes=3, backbone=backbone)
+    from ssdkit.weights import save_weights
+
+    path = save_weights(model, tmp_path / "mine.safetensors")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))  # offline, nothing cached
+    loaded = ssdkit.load(path)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())

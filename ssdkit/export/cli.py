@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
         if source.weights is None:
             raise ValueError(f"{args.config} carries no weights: give --weights (a file, or a preset's named weights)")
         weights = Path(source.weights)
-        output = args.output or (
-            weights.with_suffix(SUFFIX[args.format]) if weights.suffix else Path(f"{weights}{SUFFIX[args.format]}")
-        )
+        # beside the weights file; for a preset's named weights, e.g. ssdlite320_mobilenet_v3_coco.onnx here
+        named = f"{source.preset}_{weights}{SUFFIX[args.format]}" if source.preset and not weights.suffix else None
+        output = args.output or (Path(named) if named else weights.with_suffix(SUFFIX[args.format]))
         model = build(source).eval()
         if args.format == "onnx":
             to_onnx(model, output, with_postprocess=args.with_postprocess, opset=args.opset)
