@@ -213,7 +213,8 @@ def _plugin_note() -> str:
         return f"plugin discovery is off ({DISABLE_ENV}={os.environ[DISABLE_ENV]}): no plugin's components are registered"
     if _plugins_failed:
         failed = ", ".join(f"'{k}' ({v})" for k, v in sorted(_plugins_failed.items()))
-        return f"plugin(s) {failed} failed to load: their components are missing"
+        one = len(_plugins_failed) == 1
+        return f"{'plugin' if one else 'plugins'} {failed} failed to load: {'its' if one else 'their'} components are missing"
     return ""
 
 

@@ -187,7 +187,7 @@ def test_broken_plugin_warns_by_name_and_ssdkit_still_works(child):
     assert broken[0].startswith("RuntimeWarning: ssdkit plugin 'brokenplug'")
     assert "missing licence file" in broken[0]  # the plugin's own reason
     # An unknown name says which plugin failed, instead of suggesting a look-alike built-in.
-    assert "plugin(s) 'brokenplug' (RuntimeError: brokenplug cannot start" in r["unknown"], r["unknown"]
+    assert "plugin 'brokenplug' (RuntimeError: brokenplug cannot start" in r["unknown"], r["unknown"]
     assert "did you mean" not in r["unknown"]
     assert not [w for w in r["warnings"] if "myplug" in w]
 
