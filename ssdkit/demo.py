@@ -88,7 +88,7 @@ def _prediction_grid(model: Any, dataset: Any, path: Path, count: int = 12, colu
 
     pictures = [to_pil_image(dataset[i][0]) for i in range(min(count, len(dataset)))]
     detections = model.predict(pictures)
-    tiles = [draw(p, d, score_threshold=0.5, width=1) for p, d in zip(pictures, detections, strict=True)]
+    tiles = [draw(p, d, score_threshold=0.5) for p, d in zip(pictures, detections, strict=True)]
     w, h = tiles[0].size
     rows = -(-len(tiles) // columns)
     grid = Image.new("RGB", (columns * w + (columns - 1) * 4, rows * h + (rows - 1) * 4), (255, 255, 255))
