@@ -61,3 +61,27 @@ def test_bias_layout_and_modes_left_alone():
     for loss in ({"type": "focal", "mode": "softmax"}, {"type": "multibox"}):
         model = _model(loss)
         assert all(bool((conv.bias == 0).all()) for conv in model.head.cls)
+
+
+def test_a_head_without_the_hook_is_named_in_a_warning():
+    from ssdkit.heads.conv import ConvHead
+    from ssdkit.registry import HEADS, ComponentConfig
+
+    class BareHeadConfig(ComponentConfig):
+        type: str = "bare_test_head"
+
+    class BareHead(torch.nn.Module):  # a plugin head: ConvHead's layers, without init_class_bias
+        def __init__(self, in_channels, num_anchors, num_classes):
+            super().__init__()
+            self.inner = ConvHead(in_channels, num_anchors, num_classes)
+
+        def forward(self, features):
+            return self.inner(features)
+
+    HEADS.register("bare_test_head", config=BareHeadConfig)(BareHead)
+    try:
+        with pytest.warns(RuntimeWarning, match="head 'bare_test_head' has no init_class_bias"):
+            model = _model({"type": "focal", "mode": "sigmoid"}, "bare_test_head")
+    finally:
+        HEADS.unregister("bare_test_head")
+    assert all(bool((conv.bias == 0).all()) for conv in model.head.inner.cls)
