@@ -98,8 +98,8 @@ def main() -> None:
         torch.set_num_threads(threads)
         for name, boxes, mask, priors in cases:
             ms = median_ms(matchers, (boxes, mask, priors), args.repeats)
-            row = f"| {name} | {threads} | {ms['ssd']:.2f} | {ms['bipartite']:.2f} | {ms['bipartite'] / ms['ssd']:.2f} |"
-            print(row)
+            ratio = ms["bipartite"] / ms["ssd"]
+            print(f"| {name} | {threads} | {ms['ssd']:.2f} | {ms['bipartite']:.2f} | {ratio:.2f} |")
     for name, boxes, mask, priors in cases[1:]:
         found = {k: lost(m(boxes, mask, priors)[0], mask) for k, m in matchers.items()}
         print(f"{name}: {int(mask.sum())} boxes; without a positive prior: {found}")

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ssdkit.draw import draw
-from ssdkit.text import count
+from ssdkit.text import count as counted
 
 __all__ = ["run_demo", "generated_picture", "QUICK"]
 
@@ -116,7 +116,7 @@ def run_demo(out: str | Path = "ssdkit-demo", quick: bool = False, overrides: tu
         f"ssdkit demo{' --quick' if quick else ''}: an SSD with a '{m.backbone.type}' backbone "
         f"({sum(p.numel() for p in preview.parameters()) / 1e6:.2f} M parameters) learns {len(m.class_names)} "
         f"kinds of shapes ({', '.join(m.class_names)}) at {m.image_size[1]}x{m.image_size[0]} px, from scratch, "
-        f"on {count(torch.get_num_threads(), 'CPU thread')}\n"
+        f"on {counted(torch.get_num_threads(), 'CPU thread')}\n"
     )
     print(_prior_table(preview) + "\n")
     if (out / "run").exists():  # the demo's own output: a re-run replaces it (the trainer never overwrites a run)

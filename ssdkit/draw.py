@@ -129,4 +129,3 @@ def draw(
     if path is not None:
         picture.save(path)
     return picture
-

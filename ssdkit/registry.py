@@ -210,11 +210,14 @@ def _plugins_disabled() -> bool:
 def _plugin_note() -> str:
     """Why a plugin's component may be missing ("" when discovery is on and every plugin loaded)."""
     if _plugins_disabled():
-        return f"plugin discovery is off ({DISABLE_ENV}={os.environ[DISABLE_ENV]}): no plugin's components are registered"
+        return (
+            f"plugin discovery is off ({DISABLE_ENV}={os.environ[DISABLE_ENV]}): no plugin's components are registered"
+        )
     if _plugins_failed:
         failed = ", ".join(f"'{k}' ({v})" for k, v in sorted(_plugins_failed.items()))
-        one = len(_plugins_failed) == 1
-        return f"{'plugin' if one else 'plugins'} {failed} failed to load: {'its' if one else 'their'} components are missing"
+        if len(_plugins_failed) == 1:
+            return f"plugin {failed} failed to load: its components are missing"
+        return f"plugins {failed} failed to load: their components are missing"
     return ""
 
 

@@ -180,7 +180,8 @@ def test_bin_statistics_and_table_by_hand():
     assert "4 boxes, 2 priors, IoU threshold 0.5" in table
     assert "all" in table and "75.0%" in table and "0: 1  1: 3  2-3: 0" in table
     assert "nan" not in table  # the empty medium bin shows dashes
-    assert [t for t in table.splitlines() if t.startswith("medium")][0].split() == ["medium", "0", "0.0%", "-", "-", "-"]
+    medium_row = [t for t in table.splitlines() if t.startswith("medium")][0]
+    assert medium_row.split() == ["medium", "0", "0.0%", "-", "-", "-"]
 
 
 @pytest.mark.parametrize(

@@ -197,5 +197,6 @@ def test_disable_env_turns_discovery_off(child):
     assert "plug_grid" not in r["priors"]
     assert "unknown prior generator 'plug_grid'" in r.get("error", ""), r
     assert "plugin discovery is off (SSDKIT_DISABLE_PLUGINS=1)" in r["error"]
-    assert r["unknown"].startswith("unknown backbone 'mini'; plugin discovery is off") and "did you mean" not in r["unknown"]
+    assert r["unknown"].startswith("unknown backbone 'mini'; plugin discovery is off")
+    assert "did you mean" not in r["unknown"]
     assert not [w for w in r["warnings"] if "plugin" in w]

@@ -135,7 +135,8 @@ class CoverageReport:
         """The report as text: one row per size bin, then the histogram of priors matched per box."""
         h, w = self.image_size
         lines = [
-            f"{count(self.num_boxes, 'box', 'boxes')}, {count(self.num_priors, 'prior')}, IoU threshold {self.iou_threshold:g} "
+            f"{count(self.num_boxes, 'box', 'boxes')}, {count(self.num_priors, 'prior')}, "
+            f"IoU threshold {self.iou_threshold:g} "
             f"(sizes: COCO areas in pixels of the {w}x{h} network input)",
             f"{'size':<8}{'boxes':>9}{'share':>9}{'reached':>9}{'priors/box':>12}{'best IoU':>10}",
         ]

@@ -170,7 +170,8 @@ def plot_pr_curves(
             ax.plot(rec, prec, color="0.6", linewidth=1, label="precision")
             ax.step(step_rec, step_env, where="pre", color="C0", linewidth=2, label="interpolated (what AP measures)")
         ax.set(xlim=(0, 1.02), ylim=(0, 1.05), xlabel="recall", ylabel="precision")
-        ax.set_title(f"{name}: {shown}, {count(curve.num_gt, 'box', 'boxes')}" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+        title = f"{name}: {shown}, {count(curve.num_gt, 'box', 'boxes')}"
+        ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
         ax.grid(alpha=0.3)
         if len(rec):
             ax.legend(loc="lower left", fontsize=8)

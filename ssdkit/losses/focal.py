@@ -71,7 +71,8 @@ class FocalLossConfig(ComponentConfig):
         description=(
             "sigmoid mode: the head's class biases start at -log((1 - p) / p), so that every prior starts "
             "scoring p for each object class (RetinaNet's prior) and 1 - p for background; null keeps the "
-            "head's own init (zero biases: a classification loss near 100 at the start)"
+            "head's own init (zero biases: every score starts at 1/2, and the first classification losses are "
+            "tens to thousands of times higher)"
         ),
     )
 

@@ -558,7 +558,8 @@ class Trainer:
 
         elapsed = time.perf_counter() - t_start
         if main and self.nan_skipped:
-            bar.write(f"skipped {count(self.nan_skipped, 'batch', 'batches')} with a non-finite loss (train.nan_policy=skip)")
+            skipped = count(self.nan_skipped, "batch", "batches")
+            bar.write(f"skipped {skipped} with a non-finite loss (train.nan_policy=skip)")
         if main and self.skipped_items:
             bar.write(f"{count(self.skipped_items, 'unreadable item')} left out of their batches")
         self.metrics.write(
