@@ -63,10 +63,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--batches", type=int, default=20, help="demo training batches for the lost-box count")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="demo run-config override")
+    parser.add_argument("--no-timing", action="store_true", help="count lost boxes only")
     args = parser.parse_args()
     matchers = {"ssd": SSDMatcher(0.5), "bipartite": BipartiteMatcher(0.5)}
 
-    run = RunConfig.from_file(config_path("demo"))
+    run = RunConfig.from_file(config_path("demo"), args.overrides)
     model = build_model(run.model)
     demo_priors = cxcywh_to_xyxy(model.priors)
     loader = build_loader(run.data, run.model, "train")
@@ -88,6 +90,8 @@ def main() -> None:
         + f"; priors matched differently by the two: {differ}"
     )
 
+    if args.no_timing:
+        return
     pcfg = presets.get("ssd300_vgg16").priors
     ssd300 = cxcywh_to_xyxy(PRIORS.build(pcfg)(SSD300_FEATURES, (300, 300)))
     cases = [("demo, its own batch", *demo_batches[0], demo_priors)]
