@@ -286,14 +286,21 @@ def test_command_line(tmp_path, capsys):
     assert "shapes_tiny" in capsys.readouterr().err
 
 
-def test_shipped_example_runs(tmp_path):
+def test_shipped_example_runs(tmp_path, capsys):
     from ssdkit.cli import main
     from ssdkit.train.config import example_configs
 
     assert "shapes_tiny" in example_configs()
     small = ["train.epochs=null", "train.max_steps=2", "data.batch_size=2", "data.num_workers=0", "eval.enabled=false"]
+    small.append("train.log_every=1")
     args = ["train", "shapes_tiny", "--out", str(tmp_path), "--no-progress"]
     assert main([*args, *(x for item in small for x in ("--set", item))]) == 0
+    # Without the bar, every log step is one plain line (what a log file or CI shows).
+    shown = capsys.readouterr()
+    lines = [t for t in shown.err.splitlines() if t.startswith("step ")]
+    assert [t.split()[1] for t in lines] == ["1/2", "2/2"], shown.err
+    assert all(" loss " in t and " lr " in t for t in lines)
+    assert "trained 2 steps in" in shown.out
     cfg = RunConfig.from_file(tmp_path / "config.yaml")
     assert cfg.model.backbone.type == "tiny" and cfg.train.max_steps == 2
 

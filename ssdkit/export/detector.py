@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ssdkit.postprocess.nms import HardNMS
+from ssdkit.registry import NMS
 
 __all__ = ["ExportableDetector", "greedy_nms", "float32_threshold"]
 
@@ -102,7 +103,8 @@ class ExportableDetector(nn.Module):
         pp = model.postprocessor
         if not isinstance(pp, HardNMS):
             raise ValueError(
-                f"export with post-processing supports the 'hard' NMS only; this model's postprocess is {pp!r}. "
+                f"export with post-processing supports the 'hard' NMS only; this model's postprocess is "
+                f"'{NMS.name_of(pp)}'. "
                 "Export the network alone (without --with-postprocess) and run its post-processing yourself."
             )
         if nms not in ("op", "script"):

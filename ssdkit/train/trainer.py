@@ -23,6 +23,7 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ssdkit.text import count
 from ssdkit.train import distributed as dist_utils
 from ssdkit.train.checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ssdkit.train.config import RunConfig
@@ -576,9 +577,10 @@ class Trainer:
 
         elapsed = time.perf_counter() - t_start
         if main and self.nan_skipped:
-            bar.write(f"skipped {self.nan_skipped} batch(es) with a non-finite loss (train.nan_policy=skip)")
+            skipped = count(self.nan_skipped, "batch", "batches")
+            bar.write(f"skipped {skipped} with a non-finite loss (train.nan_policy=skip)")
         if main and self.skipped_items:
-            bar.write(f"{self.skipped_items} unreadable item(s) were left out of their batches")
+            bar.write(f"{count(self.skipped_items, 'unreadable item')} left out of their batches")
         self.metrics.write(
             kind="end",
             step=self.step,
