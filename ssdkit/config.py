@@ -111,6 +111,11 @@ class PreprocessConfig(BaseModel):
     scale: float = Field(1 / 255, gt=0, allow_inf_nan=False, description="applied to 0..255 pixel values first")
     mean: tuple[Finite, Finite, Finite] = Field((0.485, 0.456, 0.406), description="per channel, after scale")
     std: tuple[Finite, Finite, Finite] = Field((0.229, 0.224, 0.225), description="per channel, after scale")
+    resize: Literal["bilinear", "bilinear_asymmetric", "bilinear_align_corners"] = Field(
+        "bilinear",
+        description="pixel grid of the bilinear resize: half-pixel centres (PyTorch, PIL, TF 2), asymmetric "
+        "(TensorFlow 1's ResizeBilinear, in TF OD API graphs) or align_corners; see ssdkit.resize",
+    )
 
     @field_validator("std")
     @classmethod
