@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("ssdkit.evaluation.cli", "evaluate weights on a data set: VOC AP, COCO mAP, PR curves"),
     "analyze-priors": ("ssdkit.evaluation.priors_cli", "how well a config's priors cover a data set's boxes"),
     "export": ("ssdkit.export.cli", "export to ONNX or TorchScript"),
+    "convert-tf": ("ssdkit.tfod.cli", "convert a TensorFlow Object Detection API SSD (frozen graph) to ssdkit"),
 }
 
 
