@@ -109,7 +109,9 @@ def main() -> None:
         "nms_score_threshold": const(graph_def, NMS + "non_max_suppression/score_threshold"),
         "max_detections_per_class": const(graph_def, NMS + "Minimum/x"),
         "max_total_detections": const(graph_def, NMS + "Minimum_1/x"),
-        "scale_factors": np.array([const(graph_def, f"Postprocessor/Decode/truediv{s}/y") for s in ("", "_1", "_2", "_3")]),
+        "scale_factors": np.array(
+            [const(graph_def, f"Postprocessor/Decode/truediv{s}/y") for s in ("", "_1", "_2", "_3")]
+        ),
         "logit_scale": const(graph_def, "Postprocessor/scale_logits/y"),
         "resize_align_corners": np.array(resize.attr["align_corners"].b),
         "resize_half_pixel_centers": np.array(resize.attr["half_pixel_centers"].b),

@@ -71,7 +71,9 @@ def from_tf_object_detection(path: str | Path, *, class_names: Optional[list[str
     mapper.copy_head(model.head)
     model.eval()
     unmapped = sorted(
-        n.name for n in graph.nodes.values() if n.op == "Const" and _VARIABLE.search(n.name) and n.name not in mapper.used
+        n.name
+        for n in graph.nodes.values()
+        if n.op == "Const" and _VARIABLE.search(n.name) and n.name not in mapper.used
     )
     return TFImport(model, cfg, sorted(mapper.used), unmapped, notes + mapper.notes)
 
@@ -271,7 +273,9 @@ class _Mapper:
                 _put(param, self.value(name), name)
             eps = float(norm.attr("epsilon"))
             if not math.isclose(eps, bn.eps, rel_tol=1e-6):
-                self.notes.append(f"{scope}: BatchNorm epsilon {eps:g} (ssdkit's default {bn.eps:g}) taken from the graph")
+                self.notes.append(
+                    f"{scope}: BatchNorm epsilon {eps:g} (ssdkit's default {bn.eps:g}) taken from the graph"
+                )
             bn.eps = eps
         elif conv.bias is not None:
             _put(conv.bias, self.value(self.op(scope, "BiasAdd").data_inputs[1]), scope + "/BiasAdd")
