@@ -23,8 +23,8 @@ from PIL import Image
 
 import ssdkit
 from ssdkit.boxes import cxcywh_to_xyxy
-from ssdkit.convert import from_tf_object_detection
 from ssdkit.cli import main as cli_main
+from ssdkit.convert import from_tf_object_detection
 from ssdkit.predict import Preprocessor, to_tensor
 from ssdkit.weights import load_weights
 
