@@ -216,3 +216,29 @@ def test_converter_names_an_unsupported_graph(tmp_path):
         from_tf_object_detection(path)
     with pytest.raises(FileNotFoundError, match="no such TensorFlow graph"):
         from_tf_object_detection(tmp_path / "missing.pb")
+
+
+def test_mobilenet_v2_backbone_is_torchvisions_classifier(tmp_path):
+    """Symmetric padding: torchvision's mobilenet_v2 weights load, and the two first maps are its own
+    features (the 1x1 expansion inside block 14, and the last conv); tf_same changes only the padding."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    from ssdkit.backbones.mobilenet_v2 import MobileNetV2SSDLite
+
+    torch.manual_seed(0)
+    peer = torchvision.models.mobilenet_v2(weights=None).eval()
+    path = tmp_path / "mobilenet_v2.safetensors"
+    save_file({k: v.contiguous() for k, v in peer.state_dict().items()}, str(path))
+    ours = MobileNetV2SSDLite(weights=str(path)).eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        c4, c5, *extras = ours(x)
+        torch.testing.assert_close(c5, peer.features(x))
+        torch.testing.assert_close(c4, peer.features[14].conv[0](peer.features[:14](x)))
+        same = MobileNetV2SSDLite(weights=str(path), padding="tf_same").eval()
+        same.extras.load_state_dict(ours.extras.state_dict())
+        tf_maps = same(x)
+    assert [tuple(m.shape[-2:]) for m in tf_maps] == [(6, 8), (3, 4), (2, 2), (1, 1), (1, 1), (1, 1)]
+    # the asymmetric padding shifts every strided conv (relative: an untrained net's maps are tiny)
+    assert float((tf_maps[1] - c5).abs().max() / c5.abs().max()) > 0.05
