@@ -12,15 +12,13 @@ An output pixel (y, x) of an H x W picture samples the input at
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ResizeMode", "resize_bilinear"]
+from ssdkit.config import ResizeMode
 
-ResizeMode = Literal["bilinear", "bilinear_asymmetric", "bilinear_align_corners"]
+__all__ = ["ResizeMode", "resize_bilinear"]
 
 
 def resize_bilinear(x: Tensor, size: tuple[int, int], mode: ResizeMode = "bilinear") -> Tensor:

@@ -242,3 +242,24 @@ def test_mobilenet_v2_backbone_is_torchvisions_classifier(tmp_path):
     assert [tuple(m.shape[-2:]) for m in tf_maps] == [(6, 8), (3, 4), (2, 2), (1, 1), (1, 1), (1, 1)]
     # the asymmetric padding shifts every strided conv (relative: an untrained net's maps are tiny)
     assert float((tf_maps[1] - c5).abs().max() / c5.abs().max()) > 0.05
+
+
+@pytest.mark.parametrize("clip", ["before_nms", "after_nms"])
+def test_exported_postprocessing_clips_like_the_model(clip):
+    """The exportable detector (ONNX / TorchScript with --with-postprocess) follows `clip` too."""
+    from types import SimpleNamespace
+
+    from ssdkit.boxes import xyxy_to_cxcywh
+    from ssdkit.export.detector import ExportableDetector
+
+    xyxy = torch.tensor([[-0.5, 0.0, 0.5, 1.0], [0.0, 0.0, 0.5, 1.0], [1.2, 0.0, 1.5, 0.5]])
+    probs = torch.tensor([[[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]]])
+    pp = HardNMS(score_threshold=0.1, iou_threshold=0.6, clip=clip)
+    model = SimpleNamespace(
+        postprocessor=pp, priors=xyxy_to_cxcywh(xyxy), num_classes=2, box_coder=SSDBoxCoder(), scores=lambda p: p
+    )
+    boxes, scores, _, n = ExportableDetector(model, nms="script").detect(torch.zeros(1, 3, 4), probs)
+    expected = pp(xyxy[None], probs)[0]
+    assert int(n[0]) == len(expected["scores"])
+    torch.testing.assert_close(scores[0, : int(n[0])], expected["scores"])
+    torch.testing.assert_close(boxes[0, : int(n[0])], expected["boxes"])

@@ -117,5 +117,8 @@ class MobileNetV2SSDLite(nn.Module):
 
 
 def _stride(block: nn.Module) -> int:
-    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
-    return max((max(m.stride) for m in convs), default=1) if hasattr(block, "conv") else 1
+    """The stride of an inverted residual block; 1 for the stem and the last conv, which have no `.conv`
+    and are never the block a map is cut from."""
+    if not hasattr(block, "conv"):
+        return 1
+    return max(max(m.stride) for m in block.modules() if isinstance(m, nn.Conv2d))

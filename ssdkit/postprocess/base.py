@@ -306,5 +306,5 @@ class Postprocessor:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(score_threshold={self.score_threshold}, top_k={self.top_k}, "
-            f"iou_threshold={self.iou_threshold}, max_detections={self.max_detections})"
+            f"iou_threshold={self.iou_threshold}, max_detections={self.max_detections}, clip={self.clip!r})"
         )
