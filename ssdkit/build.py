@@ -57,7 +57,7 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
         NMS.build(cfg.postprocess),
         image_size=cfg.image_size,
         num_classes=cfg.num_classes,
-        preprocessor=Preprocessor(cfg.image_size, pre.mean, pre.std, pre.scale, pre.channel_order),
+        preprocessor=Preprocessor(cfg.image_size, pre.mean, pre.std, pre.scale, pre.channel_order, pre.resize),
         matcher=matcher,
         loss=loss,
         class_names=cfg.class_names,

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("ssdkit.export.cli", "export to ONNX or TorchScript"),
     "predict": ("ssdkit.predict_cli", "detect objects on pictures: drawn pictures and a JSON of detections"),
     "weights": ("ssdkit.pretrained_cli", "list the named pretrained weights, or fetch them into the cache"),
+    "convert-tf": ("ssdkit.tfod.cli", "convert a TensorFlow Object Detection API SSD (frozen graph) to ssdkit"),
 }
 
 

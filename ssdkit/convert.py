@@ -6,6 +6,8 @@
   -> the ``ssd300_vgg16`` (``ssd512_vgg16``) preset.
 - `vgg16_to_backbone`: VGG16 base-network weights -> the ``vgg16`` backbone's keys.
 - `load_pth`: read a torch pickle file without ever running code from it.
+- `from_tf_object_detection`: a TensorFlow Object Detection API frozen graph -> a whole ssdkit
+  model, its config inferred from the graph (`ssdkit.tfod.convert`; no TensorFlow needed).
 
 Converters only rename (and, for VGG16 classifiers, subsample) tensors; they never
 copy values they do not move. Every layout check raises ValueError listing the keys.
@@ -31,6 +33,7 @@ __all__ = [
     "num_classes_of",
     "detect_layout",
     "strip_prefix",
+    "from_tf_object_detection",
 ]
 
 StateDict = dict[str, Tensor]
@@ -141,6 +144,14 @@ def num_classes_of(state: StateDict) -> int:
 def _levels(state: StateDict, pattern: str) -> int:
     idx = {int(m.group(1)) for k in state if (m := re.fullmatch(pattern, k))}
     return max(idx) + 1 if idx else 0
+
+
+def from_tf_object_detection(path: str | Path, *, class_names: list[str] | None = None) -> Any:
+    """A TF OD API frozen graph (``frozen_inference_graph.pb``) -> `ssdkit.tfod.convert.TFImport`:
+    ``.model`` (an `SSD`, eval mode), ``.config``, ``.report()``. See `ssdkit.tfod.convert`."""
+    from ssdkit.tfod.convert import from_tf_object_detection as convert
+
+    return convert(path, class_names=class_names)
 
 
 # ---------------------------------------------------------------- torchvision

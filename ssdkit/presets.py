@@ -222,3 +222,37 @@ def _ssd300_resnet50() -> dict[str, Any]:
             "max_detections": 200,
         },
     }
+
+
+@register_preset("ssdlite300_mobilenet_v2_tf")
+def _ssdlite300_mobilenet_v2_tf() -> dict[str, Any]:
+    """The TF OD API's ssdlite_mobilenet_v2_coco (90 COCO labels + background) as TensorFlow builds it:
+    TF "SAME" padding, TF1's asymmetric bilinear resize, x = pixel * 2/255 - 1, ssd_anchor_generator
+    anchors (0.2 .. 0.95, reduced lowest layer), [ty, tx, th, tw] offsets with scale factors 10, 10, 5, 5,
+    sigmoid scores (trained with a weighted sigmoid loss: focal with gamma 0, no alpha), and TF's
+    post-processing (scores > 1e-8, IoU 0.6, 100 per image, boxes clipped after NMS).
+    `ssdkit.convert.from_tf_object_detection` reads all of this from a frozen graph instead."""
+    return {
+        "num_classes": 91,
+        "image_size": 300,
+        "preprocess": {
+            "channel_order": "RGB",
+            "scale": 2 / 255,
+            "mean": (1.0, 1.0, 1.0),
+            "std": (1.0, 1.0, 1.0),
+            "resize": "bilinear_asymmetric",
+        },
+        "backbone": {"type": "mobilenet_v2", "padding": "tf_same"},
+        "head": {"type": "depthwise"},
+        "priors": {"type": "tf_ssd"},
+        "box_coder": {"type": "ssd", "order": "yxhw"},
+        "loss": {"type": "focal", "mode": "sigmoid", "alpha": None, "gamma": 0.0},
+        "postprocess": {
+            "type": "hard",
+            "score_threshold": 1e-8,
+            "iou_threshold": 0.6,
+            "top_k": 100_000,
+            "max_detections": 100,
+            "clip": "after_nms",
+        },
+    }
