@@ -189,6 +189,7 @@ def test_untrained_model_warns_once_when_predicting(two_level_backbone):
         warnings.simplefilter("error")
         fresh.predict(picture)  # loaded weights: no warning
 
+
 def test_weights_command_lists_and_fetches(torch_home, tmp_path, monkeypatch, capsys):
     from ssdkit.cli import main
 
@@ -217,3 +218,20 @@ def test_load_does_not_fetch_the_backbone_weights_it_replaces(torch_home, tmp_pa
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))  # offline, nothing cached
     loaded = ssdkit.load(path)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+def test_predict_command_with_a_preset_and_its_named_weights(torch_home, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from ssdkit.cli import main
+
+    torch_home.add("ssdlite320_mobilenet_v3_coco")
+    Image.new("RGB", (200, 150), (120, 80, 40)).save(tmp_path / "a.jpg")
+    args = ["predict", "ssdlite320_mobilenet_v3", "--weights", "coco", str(tmp_path / "a.jpg"), "--out", str(tmp_path)]
+    assert main([*args, "--score-threshold", "0"]) == 0
+    (entry,) = json.loads((tmp_path / "detections.json").read_text())["pictures"]
+    expected = ssdkit.create_model("ssdlite320_mobilenet_v3", weights="coco").eval().predict(str(tmp_path / "a.jpg"))
+    assert [d["name"] for d in entry["detections"]] == expected["names"]
+    assert (tmp_path / "a.png").is_file()

@@ -109,7 +109,8 @@ def infer_config(graph: Graph) -> tuple[dict[str, Any], list[str]]:
         "loss": _loss(graph, notes),
         "postprocess": _nms(graph, notes),
     }
-    notes.insert(0, f"MobilenetV2 SSDLite, width {width:g}, {num_classes - 1} classes + background")
+    objects = num_classes - 1
+    notes.insert(0, f"MobilenetV2 SSDLite, width {width:g}, {objects} class{'es' if objects != 1 else ''} + background")
     return cfg, notes
 
 
