@@ -1,4 +1,4 @@
-"""`ssdkit train CONFIG.yaml [--set key=value ...] [--resume [PATH]] [--out DIR]`.
+"""`ssdkit train CONFIG.yaml [--set key=value ...] [--data-root DIR] [--resume [PATH]] [--out DIR]`.
 
 Under torchrun every process runs this same command; only rank 0 prints and writes files.
 """
@@ -31,8 +31,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="continue from a checkpoint: PATH, or the run folder's last.pt when no PATH is given",
     )
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="the data folder of a recipe: the value of its ${VOC_ROOT} / ${COCO_ROOT} (else the environment's)",
+    )
     parser.add_argument("--out", default=None, metavar="DIR", help="run folder (default: train.out_dir)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
+
+
+def _roots(args: argparse.Namespace) -> dict[str, str]:
+    """`--data-root DIR` as the value of every `*_ROOT` variable the config uses."""
+    if getattr(args, "data_root", None) is None:
+        return {}
+    from ssdkit.config import read_config_file
+    from ssdkit.train.config import config_path
+    from ssdkit.train.variables import root_variables
+
+    return root_variables([read_config_file(config_path(args.config)), args.overrides], args.data_root)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ssdkit.train.trainer import NonFiniteLossError, train
 
     try:
-        cfg = RunConfig.from_file(args.config, overrides=args.overrides)
+        cfg = RunConfig.from_file(args.config, overrides=args.overrides, variables=_roots(args))
     except (FileNotFoundError, ConfigKeyError, ValueError) as exc:
         print(f"ssdkit train: {exc}", file=sys.stderr)
         return 2
