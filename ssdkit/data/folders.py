@@ -67,13 +67,15 @@ def write_shapes(
     category_ids: Optional[Sequence[int]] = None,
     seed: int = 0,
     quality: int = 90,
+    min_objects: int = 0,
     max_objects: int = 6,
 ) -> Path:
     """Write `num_images` training and `val_images` validation pictures of shapes under `out`.
 
     image_size: (height, width) in pixels (default VOC-like 375 x 500); class_names: the names the
     files use (default the shape kinds'); category_ids: COCO ids of those names (default 1..N);
-    quality: JPEG quality. Returns `out`."""
+    quality: JPEG quality; min_objects / max_objects: shapes per picture (0: some pictures have none).
+    Returns `out`."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if num_images < 1 or val_images < 0:
@@ -87,6 +89,7 @@ def write_shapes(
         seed=seed,
         image_size=tuple(image_size),
         classes=kinds or list(SHAPE_KINDS[: min(len(names), len(SHAPE_KINDS))]),
+        min_objects=min_objects,
         max_objects=max_objects,
     )
     ids = list(category_ids) if category_ids is not None else list(range(1, len(names) + 1))
