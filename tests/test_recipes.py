@@ -91,3 +91,17 @@ def test_recipe_runs_two_steps_on_its_format(name, voc_root, coco_root, tmp_path
     assert len(evals) == 1 and 0.0 <= evals[0]["map"] <= 1.0  # the recipe's protocol ran at the end
     assert set(evals[0]["per_class"]) <= set(recipe.model.class_names)
     print(f"{name}: two steps and an evaluation in {seconds:.1f} s")
+
+
+def test_data_root_variables(monkeypatch):
+    monkeypatch.delenv("VOC_ROOT", raising=False)
+    with pytest.raises(ValueError, match=r"data\.train\.root\.0: \$\{VOC_ROOT\} is not set.*--data-root"):
+        RunConfig.from_file("voc0712_ssd300")
+    monkeypatch.setenv("VOC_ROOT", "/from/env")
+    cfg = RunConfig.from_file("voc0712_ssd300")
+    assert cfg.data.train.root == ["/from/env/VOC2007", "/from/env/VOC2012"] and cfg.data.val.root == "/from/env/VOC2007"
+    given = RunConfig.from_file("voc0712_ssd300", variables={"VOC_ROOT": "/given"})  # --data-root wins
+    assert given.data.val.root == "/given/VOC2007"
+    # an override replaces the path outright; other strings are left alone
+    cfg = RunConfig.from_file("voc0712_ssd300", ["data.val.root=/elsewhere", "train.out_dir=runs/$x"])
+    assert cfg.data.val.root == "/elsewhere" and cfg.train.out_dir == "runs/$x"
