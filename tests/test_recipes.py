@@ -99,7 +99,9 @@ def test_data_root_variables(monkeypatch):
         RunConfig.from_file("voc0712_ssd300")
     monkeypatch.setenv("VOC_ROOT", "/from/env")
     cfg = RunConfig.from_file("voc0712_ssd300")
-    assert cfg.data.train.root == ["/from/env/VOC2007", "/from/env/VOC2012"] and cfg.data.val.root == "/from/env/VOC2007"
+    assert (
+        cfg.data.train.root == ["/from/env/VOC2007", "/from/env/VOC2012"] and cfg.data.val.root == "/from/env/VOC2007"
+    )
     given = RunConfig.from_file("voc0712_ssd300", variables={"VOC_ROOT": "/given"})  # --data-root wins
     assert given.data.val.root == "/given/VOC2007"
     # an override replaces the path outright; other strings are left alone
