@@ -268,6 +268,7 @@ class Timed:
 
 _STAGE = {
     "RandomPhotometricDistort": "photometric",
+    "FastPhotometricDistort": "photometric",
     "RandomZoomOut": "zoom out",
     "BatchedIoUCrop": "IoU crop (search + crop)",
     "RandomIoUCrop": "IoU crop (search + crop)",
