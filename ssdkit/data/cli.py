@@ -136,11 +136,10 @@ def _targets(args: argparse.Namespace) -> tuple[list[tuple[str, dict[str, Any]]]
             images = Path(args.images) if args.images else _coco_images(f)
             cfgs.append((str(f), {"type": "coco", "annotations": str(f), "images_dir": str(images)}))
         return cfgs, model or presets.get("ssd300_vgg16"), 1.0, False
-    from ssdkit.train.cli import _roots
     from ssdkit.train.config import RunConfig
+    from ssdkit.train.variables import data_root_variables
 
-    args.config, args.overrides = args.source, []
-    run = RunConfig.from_file(args.source, variables=_roots(args))
+    run = RunConfig.from_file(args.source, variables=data_root_variables(args.source, (), args.data_root))
     splits = ("train", "val") if args.split == "both" else (args.split,)
     cfgs = [
         (f"{split} ({getattr(run.data, split).type})", getattr(run.data, split).model_dump(mode="json"))

@@ -41,24 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
 
 
-def _roots(args: argparse.Namespace) -> dict[str, str]:
-    """`--data-root DIR` as the value of every `*_ROOT` variable the config uses."""
-    if getattr(args, "data_root", None) is None:
-        return {}
-    from ssdkit.config import read_config_file
-    from ssdkit.train.config import config_path
-    from ssdkit.train.variables import root_variables
-
-    return root_variables([read_config_file(config_path(args.config)), args.overrides], args.data_root)
-
-
 def run(args: argparse.Namespace) -> int:
     from ssdkit.train.config import RunConfig
     from ssdkit.train.overrides import ConfigKeyError
     from ssdkit.train.trainer import NonFiniteLossError, train
+    from ssdkit.train.variables import data_root_variables
 
     try:
-        cfg = RunConfig.from_file(args.config, overrides=args.overrides, variables=_roots(args))
+        roots = data_root_variables(args.config, args.overrides, args.data_root)
+        cfg = RunConfig.from_file(args.config, overrides=args.overrides, variables=roots)
     except (FileNotFoundError, ConfigKeyError, ValueError) as exc:
         print(f"ssdkit train: {exc}", file=sys.stderr)
         return 2

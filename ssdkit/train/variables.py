@@ -13,7 +13,7 @@ import os
 import re
 from typing import Any, Mapping, Optional
 
-__all__ = ["expand_variables", "variables_in", "root_variables"]
+__all__ = ["expand_variables", "variables_in", "root_variables", "data_root_variables"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -36,6 +36,17 @@ def variables_in(data: Any) -> list[str]:
 def root_variables(data: Any, value: str) -> dict[str, str]:
     """`{NAME: value}` for each `*_ROOT` variable `data` uses (what `--data-root DIR` sets)."""
     return {name: value for name in variables_in(data) if name.endswith("_ROOT")}
+
+
+def data_root_variables(config: str, overrides: Any = (), data_root: Optional[str] = None) -> dict[str, str]:
+    """What `--data-root DIR` means for the run config `config` (a file or a shipped name) and its
+    `--set` overrides: DIR for each `*_ROOT` variable they use; {} without a data root."""
+    if data_root is None:
+        return {}
+    from ssdkit.config import read_config_file
+    from ssdkit.train.config import config_path
+
+    return root_variables([read_config_file(config_path(config)), list(overrides)], data_root)
 
 
 def expand_variables(
