@@ -6,6 +6,8 @@ Public API::
     cfg = ssdkit.presets.get("ssd300_vgg16")      # or ssdkit.SSDConfig.from_file("my.yaml")
     model = ssdkit.build_model(cfg)                # an ssdkit.SSD (torch.nn.Module)
     dets = model.predict("street.jpg")             # boxes in the picture's own pixels
+    coco = ssdkit.create_model("ssdlite320_mobilenet_v3", weights="coco")  # torchvision's COCO weights
+    mine = ssdkit.load("runs/my_run")              # a trained run's best checkpoint, ready to predict
     ssdkit.draw("street.jpg", dets, path="out.png")
     result = ssdkit.train("my_run.yaml")           # a run config: model, data, train, eval
     scores = ssdkit.evaluate(model, ssdkit.data.build_loader(run.data, run.model, "val"))
@@ -28,6 +30,7 @@ from ssdkit.config import PreprocessConfig, SSDConfig
 from ssdkit.draw import draw
 from ssdkit.hub import create_model
 from ssdkit.model import SSD
+from ssdkit.sources import load
 
 __version__ = "0.1.0"
 
@@ -37,6 +40,7 @@ __all__ = [
     "PreprocessConfig",
     "build_model",
     "create_model",
+    "load",
     "draw",
     "presets",
     "registry",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
     loss: Any = None
     if cfg.loss is not None:
         loss = LOSSES.build(cfg.loss, box_coder=box_coder, matcher=matcher)
+        _init_class_bias(head, loss, cfg)
     pre = cfg.preprocess
     model = SSD(
         backbone,
@@ -55,7 +57,7 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
         NMS.build(cfg.postprocess),
         image_size=cfg.image_size,
         num_classes=cfg.num_classes,
-        preprocessor=Preprocessor(cfg.image_size, pre.mean, pre.std, pre.scale, pre.channel_order),
+        preprocessor=Preprocessor(cfg.image_size, pre.mean, pre.std, pre.scale, pre.channel_order, pre.resize),
         matcher=matcher,
         loss=loss,
         class_names=cfg.class_names,
@@ -64,3 +66,20 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
     )
     model.config = cfg  # kept for checkpoints and export metadata; the model never reads it
     return model
+
+
+def _init_class_bias(head: Any, loss: Any, cfg: SSDConfig) -> None:
+    """Start the head's class biases where the loss wants them (sigmoid focal loss: at its prior)."""
+    initial = getattr(loss, "initial_class_bias", None)
+    bias = initial(cfg.num_classes) if initial is not None else None
+    if bias is None:
+        return
+    if not hasattr(head, "init_class_bias"):
+        warnings.warn(
+            f"head '{cfg.head.type}' has no init_class_bias(bias): its class biases keep their own init, so "
+            f"loss '{cfg.loss.type}' starts far from its prior (give the head that method)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+    head.init_class_bias(bias)

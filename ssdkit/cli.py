@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("ssdkit.data.cli", "write generated shapes as VOC/COCO folders; check a data set for defects"),
     "analyze-priors": ("ssdkit.evaluation.priors_cli", "how well a config's priors cover a data set's boxes"),
     "export": ("ssdkit.export.cli", "export to ONNX or TorchScript"),
+    "predict": ("ssdkit.predict_cli", "detect objects on pictures: drawn pictures and a JSON of detections"),
+    "weights": ("ssdkit.pretrained_cli", "list the named pretrained weights, or fetch them into the cache"),
+    "convert-tf": ("ssdkit.tfod.cli", "convert a TensorFlow Object Detection API SSD (frozen graph) to ssdkit"),
 }
 
 
@@ -32,9 +35,21 @@ def _module(name: str):
         raise
 
 
+def _version() -> str:
+    """ssdkit's version and what it runs on: the line a bug report needs."""
+    import torch
+    import torchvision
+
+    from ssdkit import __version__
+
+    cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
+    return f"ssdkit {__version__} (torch {torch.__version__}, torchvision {torchvision.__version__}, {cuda})"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="ssdkit", description="SSD detectors from typed configs")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Import only the chosen command's module; list the others by their help line alone.
     chosen = next((a for a in argv if not a.startswith("-")), None)

@@ -68,7 +68,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
         raise ValueError(f"{path}: {path.stat().st_size} bytes is too large for a config (limit {MAX_CONFIG_BYTES})")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"{path}: not a text file, so not a YAML or JSON config; a checkpoint or weights file loads with "
+            "ssdkit.load(path), or with --weights after a config"
+        ) from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
@@ -95,6 +101,8 @@ def write_config_file(path: str | Path, data: dict[str, Any]) -> Path:
 
 # A NaN or infinite mean, std or scale would make every input NaN: no detections, no error.
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+# The pixel grids of `ssdkit.resize.resize_bilinear`.
+ResizeMode = Literal["bilinear", "bilinear_asymmetric", "bilinear_align_corners"]
 
 
 def component(registry: Registry):
@@ -111,6 +119,11 @@ class PreprocessConfig(BaseModel):
     scale: float = Field(1 / 255, gt=0, allow_inf_nan=False, description="applied to 0..255 pixel values first")
     mean: tuple[Finite, Finite, Finite] = Field((0.485, 0.456, 0.406), description="per channel, after scale")
     std: tuple[Finite, Finite, Finite] = Field((0.229, 0.224, 0.225), description="per channel, after scale")
+    resize: ResizeMode = Field(
+        "bilinear",
+        description="pixel grid of the bilinear resize: half-pixel centres (PyTorch, PIL, TF 2), asymmetric "
+        "(TensorFlow 1's ResizeBilinear, in TF OD API graphs) or align_corners; see ssdkit.resize",
+    )
 
     @field_validator("std")
     @classmethod

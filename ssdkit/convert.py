@@ -1,10 +1,13 @@
 """State dicts of other SSD / VGG16 implementations -> ssdkit's key layout.
 
-- `from_torchvision`: torchvision's ``ssd300_vgg16`` -> the ``ssd300_vgg16_coco`` preset.
+- `from_torchvision`: torchvision's ``ssd300_vgg16`` -> the ``ssd300_vgg16_coco`` preset, and its
+  ``ssdlite320_mobilenet_v3_large`` -> the ``ssdlite320_mobilenet_v3`` preset.
 - `from_ssd_pytorch`: amdegroot/ssd.pytorch's SSD300 (and SSD512 forks with 10 extra convs)
   -> the ``ssd300_vgg16`` (``ssd512_vgg16``) preset.
 - `vgg16_to_backbone`: VGG16 base-network weights -> the ``vgg16`` backbone's keys.
 - `load_pth`: read a torch pickle file without ever running code from it.
+- `from_tf_object_detection`: a TensorFlow Object Detection API frozen graph -> a whole ssdkit
+  model, its config inferred from the graph (`ssdkit.tfod.convert`; no TensorFlow needed).
 
 Converters only rename (and, for VGG16 classifiers, subsample) tensors; they never
 copy values they do not move. Every layout check raises ValueError listing the keys.
@@ -23,12 +26,14 @@ from torch import Tensor
 __all__ = [
     "load_pth",
     "from_torchvision",
+    "from_torchvision_ssdlite",
     "from_ssd_pytorch",
     "vgg16_to_backbone",
     "reduce_fc",
     "num_classes_of",
     "detect_layout",
     "strip_prefix",
+    "from_tf_object_detection",
 ]
 
 StateDict = dict[str, Tensor]
@@ -141,9 +146,18 @@ def _levels(state: StateDict, pattern: str) -> int:
     return max(idx) + 1 if idx else 0
 
 
+def from_tf_object_detection(path: str | Path, *, class_names: list[str] | None = None) -> Any:
+    """A TF OD API frozen graph (``frozen_inference_graph.pb``) -> `ssdkit.tfod.convert.TFImport`:
+    ``.model`` (an `SSD`, eval mode), ``.config``, ``.report()``. See `ssdkit.tfod.convert`."""
+    from ssdkit.tfod.convert import from_tf_object_detection as convert
+
+    return convert(path, class_names=class_names)
+
+
 # ---------------------------------------------------------------- torchvision
 def from_torchvision(state: StateDict) -> StateDict:
-    """torchvision ``ssd300_vgg16`` state dict -> ssdkit (preset ``ssd300_vgg16_coco``).
+    """torchvision ``ssd300_vgg16`` state dict -> ssdkit (preset ``ssd300_vgg16_coco``);
+    an ``ssdlite320_mobilenet_v3_large`` one goes to `from_torchvision_ssdlite`.
 
     torchvision groups pool4 .. conv5_3 and the fc layers as ``backbone.extra.0``
     (``.1/.3/.5`` conv5_K, ``.7.1`` fc6, ``.7.3`` fc7), the other extras as
@@ -151,6 +165,8 @@ def from_torchvision(state: StateDict) -> StateDict:
     The number of classes is whatever the head's shapes say (`num_classes_of`).
     """
     state = strip_prefix(dict(state))
+    if _SSDLITE_HEAD in state:
+        return from_torchvision_ssdlite(state)
     if any(k.startswith("backbone.extra.5.") for k in state):
         raise ValueError(
             "this is torchvision's SSD512-style (highres) layout, whose conv10-conv12 differ from the paper's "
@@ -177,6 +193,51 @@ def from_torchvision(state: StateDict) -> StateDict:
     out = _rename(state, rules, "torchvision ssd300_vgg16")
     _check_complete(out, _levels(state, r"head\.regression_head\.module_list\.(\d+)\.weight"), "torchvision")
     return out
+
+
+_SSDLITE_HEAD = "head.regression_head.module_list.0.0.0.weight"  # SSDLite's depthwise prediction block
+
+
+def from_torchvision_ssdlite(state: StateDict) -> StateDict:
+    """torchvision ``ssdlite320_mobilenet_v3_large`` state dict -> ssdkit (preset ``ssdlite320_mobilenet_v3``).
+
+    torchvision splits MobileNetV3's ``features`` at the expansion conv of the last stride-2
+    block (index c4): ``backbone.features.0`` holds blocks 0 .. c4-1 and that conv (as item c4),
+    ``backbone.features.1.0`` the rest of block c4 (its own indices kept), ``backbone.features.1.K``
+    block c4 + K. ssdkit keeps the classifier's numbering (``backbone.body.features.N``). Head
+    blocks are (depthwise conv + BN + ReLU6, 1x1 conv): ``module_list.N.0.{0,1}`` / ``.1`` ->
+    ``head.{loc,cls}.N.{0,1}`` / ``.3``. Only names change; the number of classes is the head's.
+    """
+    state = strip_prefix(dict(state))
+    c4 = max((int(m.group(1)) for k in state if (m := re.match(r"backbone\.features\.0\.(\d+)\.", k))), default=0)
+
+    def first(m: re.Match) -> str:
+        i = int(m.group(1))
+        return (
+            f"backbone.body.features.{c4}.block.0.{m.group(2)}"
+            if i == c4
+            else f"backbone.body.features.{i}.{m.group(2)}"
+        )
+
+    heads = {"regression": "loc", "classification": "cls"}
+    part = {"0.0": "0", "0.1": "1", "1": "3"}
+    rules: list[tuple[str, Any]] = [
+        (r"backbone\.features\.0\.(\d+)\.(.+)", first),
+        (
+            r"backbone\.features\.1\.0\.(\d+)\.(.+)",
+            lambda m: f"backbone.body.features.{c4}.block.{m.group(1)}.{m.group(2)}",
+        ),
+        (
+            r"backbone\.features\.1\.(\d+)\.(.+)",
+            lambda m: f"backbone.body.features.{c4 + int(m.group(1))}.{m.group(2)}",
+        ),
+        (r"backbone\.extra\.(.+)", "backbone.extras.{0}"),
+        (
+            r"head\.(regression|classification)_head\.module_list\.(\d+)\.(0\.0|0\.1|1)\.(.+)",
+            lambda m: f"head.{heads[m.group(1)]}.{m.group(2)}.{part[m.group(3)]}.{m.group(4)}",
+        ),
+    ]
+    return _rename(state, rules, "torchvision ssdlite320_mobilenet_v3_large")
 
 
 # ---------------------------------------------------------------- ssd.pytorch
@@ -231,7 +292,7 @@ def reduce_fc(fc6_w: Tensor, fc6_b: Tensor, fc7_w: Tensor, fc7_b: Tensor) -> Sta
     }
 
 
-def vgg16_to_backbone(state: StateDict) -> StateDict:
+def vgg16_to_backbone(state: StateDict, fc: bool = True) -> StateDict:
     """VGG16 base weights -> keys of the ``vgg16`` backbone. Accepted layouts:
 
     - torchvision's VGG16 classifier (``features.N``, ``classifier.0/3/6``): convs renamed,
@@ -239,7 +300,9 @@ def vgg16_to_backbone(state: StateDict) -> StateDict:
     - ssd.pytorch's ``vgg16_reducedfc.pth`` (``N.weight`` for the `vgg` list, fc6 = 31, fc7 = 33);
     - the backbone's own keys (``features.N``, ``conv5.*``, ``fc.*``; extras and l2_scale optional).
 
-    The result always holds every VGG conv and fc6/fc7; extras only if the input had them.
+    The result always holds every VGG conv, and fc6/fc7 unless `fc` is False (the classifier is then
+    ignored, as torchvision's SSD300 ignores it) or the classifier's values are not finite (a
+    features-only file); extras only if the input had them.
     """
     state = strip_prefix(dict(state))
     p = r"(weight|bias)"
@@ -255,7 +318,12 @@ def vgg16_to_backbone(state: StateDict) -> StateDict:
         if unknown:
             raise ValueError(f"torchvision VGG16 classifier state dict: {_problem('unknown keys', unknown)}")
         out = _rename(convs, [(rf"features\.(\d+)\.{p}", lambda m: _vgg_name(m, _VGG_CONVS))], "torchvision VGG16")
-        out.update(reduce_fc(*(state[k] for k in fc_keys)))
+        fcs = [state[k] for k in fc_keys]
+        # A features-only file (torchvision's VGG16_Weights.IMAGENET1K_FEATURES says its classifier has no
+        # valid values): fc6/fc7 keep their initialisation, as in torchvision's SSD300.
+        fc = fc and all(bool(t.isfinite().all()) for t in fcs)
+        if fc:
+            out.update(reduce_fc(*fcs))
     elif any(re.fullmatch(r"\d+\.(weight|bias)", k) for k in state):
         names = {**_VGG_CONVS, 31: "fc.fc6", 33: "fc.fc7"}
         out = _rename(state, [(rf"(\d+)\.{p}", lambda m: _vgg_name(m, names))], "ssd.pytorch reduced-fc VGG16")
@@ -268,7 +336,7 @@ def vgg16_to_backbone(state: StateDict) -> StateDict:
             ],
             "vgg16 backbone (nor a torchvision VGG16, nor an ssd.pytorch reduced-fc VGG16)",
         )
-    required = [k for k in _backbone_keys(2) if k != "l2_scale"]
+    required = [k for k in _backbone_keys(2) if k != "l2_scale" and (fc or not k.startswith("fc."))]
     missing = [k for k in required if k not in out]
     if missing:
         raise ValueError(f"VGG16 weights lack layers: {_problem('missing keys (ssdkit names)', missing)}")

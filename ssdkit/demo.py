@@ -18,6 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ssdkit.draw import draw
+from ssdkit.text import count as counted
 
 __all__ = ["run_demo", "generated_picture", "QUICK"]
 
@@ -87,7 +88,7 @@ def _prediction_grid(model: Any, dataset: Any, path: Path, count: int = 12, colu
 
     pictures = [to_pil_image(dataset[i][0]) for i in range(min(count, len(dataset)))]
     detections = model.predict(pictures)
-    tiles = [draw(p, d, score_threshold=0.5, width=1) for p, d in zip(pictures, detections, strict=True)]
+    tiles = [draw(p, d, score_threshold=0.5) for p, d in zip(pictures, detections, strict=True)]
     w, h = tiles[0].size
     rows = -(-len(tiles) // columns)
     grid = Image.new("RGB", (columns * w + (columns - 1) * 4, rows * h + (rows - 1) * 4), (255, 255, 255))
@@ -115,7 +116,7 @@ def run_demo(out: str | Path = "ssdkit-demo", quick: bool = False, overrides: tu
         f"ssdkit demo{' --quick' if quick else ''}: an SSD with a '{m.backbone.type}' backbone "
         f"({sum(p.numel() for p in preview.parameters()) / 1e6:.2f} M parameters) learns {len(m.class_names)} "
         f"kinds of shapes ({', '.join(m.class_names)}) at {m.image_size[1]}x{m.image_size[0]} px, from scratch, "
-        f"on {torch.get_num_threads()} CPU thread(s)\n"
+        f"on {counted(torch.get_num_threads(), 'CPU thread')}\n"
     )
     print(_prior_table(preview) + "\n")
     if (out / "run").exists():  # the demo's own output: a re-run replaces it (the trainer never overwrites a run)

@@ -1,4 +1,4 @@
-"""`create_model`: a preset, its classes and local weights in one line."""
+"""`create_model`: a preset (or a config file), its classes and its weights in one line."""
 
 from __future__ import annotations
 
@@ -12,11 +12,36 @@ from ssdkit.model import SSD
 __all__ = ["create_model"]
 
 
-def create_model(name: str, *, weights: Optional[str | Path] = None, **overrides: Any) -> SSD:
-    """`build_model(presets.get(name, **overrides))`, then load `weights` (a local file) if given."""
-    model = build_model(presets.get(name, **overrides))
-    if weights is not None:
+def create_model(name: str | Path, *, weights: Optional[str | Path] = None, **overrides: Any) -> SSD:
+    """`build_model(presets.get(name, **overrides))`, then load `weights` if given.
+
+    `name`: a preset (`ssdkit.presets.names()`), or a model or run config file (YAML/JSON; a run
+    config's `model` section is used). `weights`: a named weight of the preset (``"coco"``, see
+    `ssdkit.presets.weights(name)`; fetched and cached by torch.hub) or a local file. Named weights
+    fine-tune: with another `num_classes`, every tensor but the classification head's is loaded and
+    the head starts afresh (a warning lists its tensors).
+    """
+    from ssdkit import pretrained
+
+    is_preset = str(name) in presets.names()
+    cfg = presets.get(str(name), **overrides) if is_preset else _config_file(name, overrides)
+    named = pretrained.find(weights, preset=str(name), kind="detector") if is_preset else None
+    state = pretrained.detector_state(named) if named is not None else None  # before the build: fail fast offline
+    model = build_model(cfg)
+    if named is not None:
+        pretrained.load_fitting(model, state, f"named weights {named.name!r}")
+    elif weights is not None:
         from ssdkit.weights import load_weights
 
         load_weights(model, weights)
     return model
+
+
+def _config_file(name: str | Path, overrides: dict[str, Any]):
+    from ssdkit.sources import model_config_file
+
+    path = Path(name)
+    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        presets.get(str(name))  # the unknown-preset error, with its suggestion
+    cfg = model_config_file(path)
+    return cfg.model_validate({**cfg.model_dump(), **overrides}) if overrides else cfg

@@ -7,6 +7,7 @@ caller's own image (docs/coordinates.md).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import torch
@@ -65,6 +66,9 @@ class SSD(nn.Module):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.num_classes = int(num_classes)
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(1, num_classes)]
+        # False until weights are loaded (load_state_dict) or trained: predict then warns once.
+        self.weights_loaded = False
+        self._warned_random = False
         self.feature_sizes = self._probe_feature_sizes()
         priors = prior_generator(self.feature_sizes, self.image_size)
         self.register_buffer("priors", priors, persistent=False)
@@ -130,8 +134,22 @@ class SSD(nn.Module):
             raise RuntimeError("this model was built without a loss; set `loss:` in its config")
         return self.loss_fn(loc, logits, targets, self.priors)
 
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.weights_loaded = True
+        return result
+
     def predict(self, images: Any, batch_size: int = 8) -> Any:
         """Detections on pictures in their own pixels; see `ssdkit.predict.predict`."""
         from ssdkit.predict import predict
 
+        if not self.weights_loaded and not self._warned_random:
+            self._warned_random = True
+            warnings.warn(
+                "this model's weights are random (built from a config; no weights were loaded and it was not "
+                "trained), so its detections mean nothing: load weights, e.g. "
+                "ssdkit.create_model('ssdlite320_mobilenet_v3', weights='coco') or ssdkit.load('runs/NAME')",
+                UserWarning,
+                stacklevel=2,
+            )
         return predict(self, images, batch_size=batch_size)

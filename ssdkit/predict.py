@@ -12,9 +12,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
+
+from ssdkit.resize import ResizeMode, resize_bilinear
 
 __all__ = ["Preprocessor", "to_tensor", "predict"]
 
@@ -29,8 +30,10 @@ class Preprocessor:
         std: Sequence[float],
         scale: float = 1 / 255,
         channel_order: str = "RGB",
+        resize: ResizeMode = "bilinear",
     ) -> None:
         self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.resize_mode = resize
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.scale = float(scale)
@@ -55,8 +58,9 @@ class Preprocessor:
         return ((x.to(wide) * self.scale).to(torch.float32) - mean) / std
 
     def resize(self, x: Tensor) -> Tensor:
-        """`[3, h, w]` float -> `[3, H, W]` bilinear (the data loader resizes large augmented pictures first)."""
-        return F.interpolate(x[None], size=self.image_size, mode="bilinear", align_corners=False)[0]
+        """`[3, h, w]` float -> `[3, H, W]` bilinear, on the pixel grid `resize_mode` names (`ssdkit.resize`;
+        the data loader resizes large augmented pictures first)."""
+        return resize_bilinear(x, self.image_size, self.resize_mode)
 
     def mean_pixel(self) -> tuple[float, float, float]:
         """The mean as an RGB pixel in 0..255 units: what normalises to 0 (the zoom-out fill)."""

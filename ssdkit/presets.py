@@ -5,9 +5,11 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable
 
+from torchvision.models.detection import SSD300_VGG16_Weights
+
 from ssdkit.config import SSDConfig
 
-__all__ = ["get", "names", "register_preset", "VOC_CLASSES"]
+__all__ = ["get", "names", "weights", "register_preset", "VOC_CLASSES", "COCO_CLASSES", "COCO80_CLASSES"]
 
 VOC_CLASSES = [
     "aeroplane",
@@ -31,6 +33,13 @@ VOC_CLASSES = [
     "train",
     "tvmonitor",
 ]
+
+# torchvision's COCO detectors' 91 labels, from its weights' metadata: 0 is '__background__', and the
+# ids of the COCO categories that were never annotated are 'N/A' slots, so that label k is COCO
+# category id k. Names of labels 1 .. 90:
+COCO_CLASSES: list[str] = list(SSD300_VGG16_Weights.COCO_V1.meta["categories"][1:])
+# the 80 annotated categories in id order (contiguous labels 1 .. 80, as NVIDIA's SSD300)
+COCO80_CLASSES: list[str] = [c for c in COCO_CLASSES if c != "N/A"]
 
 _PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
 
@@ -58,6 +67,15 @@ def register_preset(name: str) -> Callable[[Callable[[], dict[str, Any]]], Calla
 
 def names() -> list[str]:
     return sorted(_PRESETS)
+
+
+def weights(name: str) -> list[dict[str, Any]]:
+    """The named pretrained weights that fit preset `name` (`create_model(name, weights=alias)`), each
+    with its source, URL, cache path, published accuracy, recipe and licence note."""
+    from ssdkit import pretrained
+
+    get(name)  # the unknown-preset error
+    return [w.describe() for w in pretrained.CATALOG.values() if w.kind == "detector" and w.target == name]
 
 
 def get(name: str, **overrides: Any) -> SSDConfig:
@@ -113,6 +131,7 @@ def _ssd300_vgg16_coco() -> dict[str, Any]:
     """torchvision's ssd300_vgg16: COCO scales, RGB input normalised as torchvision does."""
     return {
         "num_classes": 91,
+        "class_names": COCO_CLASSES,
         "image_size": 300,
         "preprocess": _TORCHVISION_SSD,
         "backbone": {"type": "vgg16"},
@@ -151,13 +170,16 @@ def _ssdlite320_mobilenet_v3() -> dict[str, Any]:
 
     torchvision's DefaultBoxGenerator(min_ratio=0.2, max_ratio=0.95) spaces six scales
     linearly and appends 1.0 for the last level's s'_k (not the paper's extrapolated 1.1),
-    hence explicit `scales`; no steps: priors are centred on each map's own cells.
+    hence explicit `scales`; no steps: priors are centred on each map's own cells. The reduced tail
+    (C5 480 channels) is torchvision's when it builds SSDLite without ImageNet backbone weights, as
+    for its COCO weights; starting from ImageNet weights takes ``backbone: {reduced_tail: false}``.
     """
     return {
         "num_classes": 91,
+        "class_names": COCO_CLASSES,
         "image_size": 320,
         "preprocess": {"channel_order": "RGB", "scale": 1 / 255, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
-        "backbone": {"type": "mobilenet_v3_large"},
+        "backbone": {"type": "mobilenet_v3_large", "reduced_tail": True},
         "head": {"type": "depthwise"},
         "priors": {
             "type": "ssd",
@@ -180,6 +202,7 @@ def _ssd300_resnet50() -> dict[str, Any]:
     ImageNet-normalised RGB; post-processing as NVIDIA evaluates (score > 0.05, IoU 0.5, 200 per class and image)."""
     return {
         "num_classes": 81,
+        "class_names": COCO80_CLASSES,
         "image_size": 300,
         "preprocess": _IMAGENET,
         "backbone": {"type": "resnet50"},
@@ -197,5 +220,39 @@ def _ssd300_resnet50() -> dict[str, Any]:
             "iou_threshold": 0.5,
             "top_k": 200,
             "max_detections": 200,
+        },
+    }
+
+
+@register_preset("ssdlite300_mobilenet_v2_tf")
+def _ssdlite300_mobilenet_v2_tf() -> dict[str, Any]:
+    """The TF OD API's ssdlite_mobilenet_v2_coco (90 COCO labels + background) as TensorFlow builds it:
+    TF "SAME" padding, TF1's asymmetric bilinear resize, x = pixel * 2/255 - 1, ssd_anchor_generator
+    anchors (0.2 .. 0.95, reduced lowest layer), [ty, tx, th, tw] offsets with scale factors 10, 10, 5, 5,
+    sigmoid scores (trained with a weighted sigmoid loss: focal with gamma 0, no alpha), and TF's
+    post-processing (scores > 1e-8, IoU 0.6, 100 per image, boxes clipped after NMS).
+    `ssdkit.convert.from_tf_object_detection` reads all of this from a frozen graph instead."""
+    return {
+        "num_classes": 91,
+        "image_size": 300,
+        "preprocess": {
+            "channel_order": "RGB",
+            "scale": 2 / 255,
+            "mean": (1.0, 1.0, 1.0),
+            "std": (1.0, 1.0, 1.0),
+            "resize": "bilinear_asymmetric",
+        },
+        "backbone": {"type": "mobilenet_v2", "padding": "tf_same"},
+        "head": {"type": "depthwise"},
+        "priors": {"type": "tf_ssd"},
+        "box_coder": {"type": "ssd", "order": "yxhw"},
+        "loss": {"type": "focal", "mode": "sigmoid", "alpha": None, "gamma": 0.0},
+        "postprocess": {
+            "type": "hard",
+            "score_threshold": 1e-8,
+            "iou_threshold": 0.6,
+            "top_k": 100_000,
+            "max_detections": 100,
+            "clip": "after_nms",
         },
     }

@@ -132,9 +132,20 @@ class Registry:
 
     def _unknown_message(self, name: str) -> str:
         known = sorted(self._entries)
-        close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        # With plugins off or broken the name is most likely a plugin's: say that, rather than point
+        # at whichever built-in happens to be spelt alike ('mini' -> 'tiny').
+        note = _plugin_note()
+        close = [] if note else difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
+        hint = f"; {note};" if note else f"; did you mean '{close[0]}'?" if close else ";"
         return f"unknown {self.role} '{name}'{hint} known: {', '.join(known) or '(none)'}"
+
+    def name_of(self, obj: Any) -> str:
+        """The registered name of a built component (or of a registered class/function); for an object
+        registered nowhere here, its class name. For messages: never `<... object at 0x...>`."""
+        for entry in self._entries.values():
+            if obj is entry.obj or (isinstance(entry.obj, type) and type(obj) is entry.obj):
+                return entry.name
+        return type(obj).__name__
 
     def validate_config(self, value: Any) -> ComponentConfig:
         """Turn a dict (or a config instance) into the registered config class."""
@@ -189,6 +200,25 @@ ALL_REGISTRIES: dict[str, Registry] = {
 }
 
 _plugins_loaded = False
+_plugins_failed: dict[str, str] = {}  # entry-point name -> "ErrorType: message", from the last discovery
+
+
+def _plugins_disabled() -> bool:
+    return os.environ.get(DISABLE_ENV, "") not in ("", "0")
+
+
+def _plugin_note() -> str:
+    """Why a plugin's component may be missing ("" when discovery is on and every plugin loaded)."""
+    if _plugins_disabled():
+        return (
+            f"plugin discovery is off ({DISABLE_ENV}={os.environ[DISABLE_ENV]}): no plugin's components are registered"
+        )
+    if _plugins_failed:
+        failed = ", ".join(f"'{k}' ({v})" for k, v in sorted(_plugins_failed.items()))
+        if len(_plugins_failed) == 1:
+            return f"plugin {failed} failed to load: its components are missing"
+        return f"plugins {failed} failed to load: their components are missing"
+    return ""
 
 
 def load_plugins(force: bool = False) -> list[str]:
@@ -198,14 +228,16 @@ def load_plugins(force: bool = False) -> list[str]:
     Returns the names of the plugins loaded by this call.
     """
     global _plugins_loaded
-    if (_plugins_loaded and not force) or os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+    if (_plugins_loaded and not force) or _plugins_disabled():
         return []
     _plugins_loaded = True
+    _plugins_failed.clear()
     loaded = []
     for ep in metadata.entry_points(group=PLUGIN_GROUP):
         try:
             ep.load()
         except Exception as exc:  # a broken plugin must not take ssdkit down
+            _plugins_failed[ep.name] = f"{type(exc).__name__}: {exc}"
             warnings.warn(
                 f"ssdkit plugin '{ep.name}' ({ep.value}) failed to load and is skipped: {type(exc).__name__}: {exc}",
                 RuntimeWarning,

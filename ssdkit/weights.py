@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ssdkit.convert import detect_layout, from_ssd_pytorch, from_torchvision, load_pth, num_classes_of, strip_prefix
 
-__all__ = ["save_weights", "load_weights", "read_state_dict", "reject_url", "LoadResult"]
+__all__ = ["save_weights", "load_weights", "read_state_dict", "read_ssd_state", "reject_url", "LoadResult"]
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
@@ -115,11 +115,11 @@ def save_weights(model: nn.Module, path: str | Path, *, extra_meta: dict[str, st
 
 
 def reject_url(value: str | None) -> str | None:
-    """ssdkit never downloads: a weights location must be a local file path."""
+    """A weights location is a local file path or a named weight (ssdkit.pretrained), never a URL."""
     if value is not None and _URL.match(str(value).strip()):
         raise ValueError(
-            f"weights must be a local file path, got the URL {value!r}; ssdkit never downloads files: "
-            "fetch it yourself and pass the path of the downloaded file"
+            f"weights must be a local file path or a named weight (`ssdkit weights list`), got the URL {value!r}; "
+            "ssdkit downloads only its named weights: fetch other files yourself and pass the downloaded file's path"
         )
     return value
 
@@ -170,14 +170,8 @@ def _listing(kind: str, keys: list[str]) -> str:
     return f"{len(keys)} {kind}: {', '.join(keys[:_SHOWN])}{more}"
 
 
-def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> LoadResult:
-    """Load a weights file into `model` (in place).
-
-    Reads save_weights' files, bare state dicts, and full SSD checkpoints of torchvision's
-    ssd300_vgg16 or ssd.pytorch (recognised by their keys and converted, see ssdkit.convert).
-    A shape mismatch is always a ValueError naming the tensor and both shapes; missing or
-    unexpected keys are one too when `strict`, otherwise they are returned.
-    """
+def read_ssd_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """`read_state_dict`, with a torchvision or ssd.pytorch SSD's keys converted to ssdkit's."""
     state, meta = read_state_dict(path)
     state = strip_prefix(state)
     layout = detect_layout(state)
@@ -187,6 +181,19 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> Loa
             state = convert(state)
         except ValueError as exc:
             raise ValueError(f"{path}: looks like a {layout} checkpoint but does not convert: {exc}") from None
+    return state, meta
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> LoadResult:
+    """Load a weights file into `model` (in place).
+
+    Reads save_weights' files, bare state dicts, and full SSD checkpoints of torchvision's
+    ssd300_vgg16 / ssdlite320_mobilenet_v3_large or ssd.pytorch (recognised by their keys and
+    converted, see ssdkit.convert).
+    A shape mismatch is always a ValueError naming the tensor and both shapes; missing or
+    unexpected keys are one too when `strict`, otherwise they are returned.
+    """
+    state, meta = read_ssd_state(path)
     own = model.state_dict()
     for k in own:  # the model's order: "first" means first in the network
         v = state.get(k)

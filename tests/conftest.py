@@ -135,3 +135,105 @@ def two_level_backbone():
     BACKBONES.register("two_level_test", config=TwoLevelConfig)(TwoLevelNet)
     yield "two_level_test"
     BACKBONES.unregister("two_level_test")
+
+
+# ---------------------------------------------------------------- detections against a peer's
+
+
+def unmatched_detections(ours: dict, theirs: dict, score_tol: float, box_tol: float) -> list[int]:
+    """Indices of `theirs` with no detection of `ours` (each used once) of the same label, a score
+    within score_tol and a box within box_tol px. Matching instead of comparing two sorted lists
+    keeps near-equal scores, which float rounding may order either way, from failing the test."""
+    ok = (
+        (theirs["labels"][:, None] == ours["labels"][None, :])
+        & ((theirs["scores"][:, None] - ours["scores"][None, :]).abs() <= score_tol)
+        & ((theirs["boxes"][:, None, :] - ours["boxes"][None, :, :]).abs().amax(-1) <= box_tol)
+    )
+    used = torch.zeros(ok.shape[1], dtype=torch.bool)
+    missing = []
+    for i in range(ok.shape[0]):
+        free = (ok[i] & ~used).nonzero().flatten()
+        if len(free):
+            used[free[0]] = True
+        else:
+            missing.append(i)
+    return missing
+
+
+# ---------------------------------------------------------------- a torch.hub cache without network
+
+
+def _perturbed(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """`model`'s state dict with random batch-norm statistics and biases, so that loading the wrong
+    tensor, or none, shows."""
+    g = torch.Generator().manual_seed(seed)
+    state = model.state_dict()
+    for k, v in state.items():
+        if k.endswith("running_mean") or k.endswith(".bias"):
+            v.copy_(torch.randn(v.shape, generator=g) * 0.1)
+        elif k.endswith("running_var"):
+            v.copy_(0.5 + torch.rand(v.shape, generator=g))
+    return state
+
+
+def _fake_state(name: str) -> dict[str, torch.Tensor]:
+    import torchvision
+
+    det = torchvision.models.detection
+    torch.manual_seed(0)
+    if name == "ssd300_vgg16_coco":
+        tv = det.ssd300_vgg16(weights=None, weights_backbone=None)
+        with torch.no_grad():  # spread the class scores (as test_parity_torchvision does)
+            for conv in tv.head.classification_head.module_list:
+                conv.weight.mul_(0.3)
+        return _perturbed(tv, 1)
+    if name == "ssdlite320_mobilenet_v3_coco":
+        return _perturbed(det.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None), 2)
+    if name == "vgg16_imagenet":
+        from torchvision.models.vgg import cfgs, make_layers
+
+        # torchvision's VGG16 `features`, and, as in VGG16_Weights.IMAGENET1K_FEATURES, a classifier without
+        # valid values (one NaN each, viewed at full shape: no 500 MB to build and write)
+        state = {f"features.{k}": v for k, v in _perturbed(make_layers(cfgs["D"]), 3).items()}
+        shapes = {"0.weight": (4096, 25088), "0.bias": (4096,), "3.weight": (4096, 4096), "3.bias": (4096,),
+                  "6.weight": (1000, 4096), "6.bias": (1000,)}  # fmt: skip
+        nan = torch.tensor(float("nan"))
+        return {**state, **{f"classifier.{k}": nan.expand(shape) for k, shape in shapes.items()}}
+    if name == "mobilenet_v3_large_imagenet":
+        return _perturbed(torchvision.models.mobilenet_v3_large(), 4)
+    if name == "resnet50_imagenet":
+        return _perturbed(torchvision.models.resnet50(), 5)
+    raise KeyError(name)
+
+
+class FakeTorchHome:
+    """A TORCH_HOME whose torch.hub cache holds, under the exact file names torchvision expects,
+    random tensors of the right shapes for ssdkit's named weights. Files are written on first
+    request (SSD300 is large), once per session; torch.hub does not re-check a cached file's hash."""
+
+    def __init__(self, root) -> None:
+        self.root = root
+
+    def add(self, name: str):
+        from ssdkit import pretrained
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TORCH_HOME", str(self.root))
+            path = pretrained.get(name).cache_path()
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(_fake_state(name), path)
+        return path
+
+
+@pytest.fixture(scope="session")
+def fake_hub(tmp_path_factory):
+    return FakeTorchHome(tmp_path_factory.mktemp("torch_home"))
+
+
+@pytest.fixture
+def torch_home(fake_hub, monkeypatch):
+    """TORCH_HOME set to the session's fake cache, with downloads off (SSDKIT_OFFLINE)."""
+    monkeypatch.setenv("TORCH_HOME", str(fake_hub.root))
+    monkeypatch.setenv("SSDKIT_OFFLINE", "1")
+    return fake_hub

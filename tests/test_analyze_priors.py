@@ -179,6 +179,9 @@ def test_bin_statistics_and_table_by_hand():
     table = report.table()
     assert "4 boxes, 2 priors, IoU threshold 0.5" in table
     assert "all" in table and "75.0%" in table and "0: 1  1: 3  2-3: 0" in table
+    assert "nan" not in table  # the empty medium bin shows dashes
+    medium_row = [t for t in table.splitlines() if t.startswith("medium")][0]
+    assert medium_row.split() == ["medium", "0", "0.0%", "-", "-", "-"]
 
 
 @pytest.mark.parametrize(
@@ -377,3 +380,21 @@ def test_cli_with_a_run_config_uses_its_data(tmp_path, capsys):
 def test_cli_errors_name_the_problem(argv, message, capsys):
     assert main(["analyze-priors", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_suggest_with_other_priors_fails_before_the_report(tmp_path, capsys):
+    from ssdkit.registry import PRIORS, ComponentConfig
+
+    class OtherPriorsConfig(ComponentConfig):
+        type: str = "other_grid"
+
+    PRIORS.register("other_grid", config=OtherPriorsConfig)(lambda: None)
+    try:
+        path = tmp_path / "model.yaml"
+        path.write_text("num_classes: 3\nbackbone: {type: tiny}\npriors: {type: other_grid}\n")
+        assert main(["analyze-priors", str(path), "--data", "shapes", "--suggest"]) == 2
+    finally:
+        PRIORS.unregister("other_grid")
+    shown = capsys.readouterr()
+    assert "--suggest needs `type: ssd` priors, not 'other_grid'" in shown.err
+    assert shown.out == ""  # no data read, no model built, no report printed

@@ -48,7 +48,7 @@ def test_preset_round_trips_through_files(tmp_path, name, suffix):
     assert back == cfg
     for role in COMPONENTS:
         assert type(getattr(back, role)) is type(getattr(cfg, role)), role
-    assert type(back.priors).__name__ == "SSDPriorsConfig"
+    assert type(back.priors) is PRIORS.config_class(cfg.priors.type)  # not a bare ComponentConfig
 
 
 def test_component_fields_are_dumped_in_full(tmp_path):

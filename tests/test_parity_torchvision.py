@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import unmatched_detections
 from torchvision.models.detection import ssd300_vgg16
 
 import ssdkit
@@ -87,7 +88,7 @@ def test_postprocess_matches(pair, raw, setting):
     for i, (e, d) in enumerate(zip(theirs, got, strict=True)):
         d = {**d, "boxes": d["boxes"] * 300.0}
         assert len(d["scores"]) == len(e["scores"]) > 0, f"image {i}: {len(d['scores'])} vs {len(e['scores'])}"
-        missing = _unmatched(d, e, score_tol=1e-5, box_tol=1e-3)
+        missing = unmatched_detections(d, e, score_tol=1e-5, box_tol=1e-3)
         assert not missing, f"image {i}: torchvision detections {missing[:10]} have no ssdkit counterpart"
 
 
@@ -101,26 +102,6 @@ def test_priors_match_torchvision_default_boxes(pair):
     assert torch.allclose(ours.priors_xyxy * 300.0, anchors, atol=1e-4)
 
 
-def _unmatched(ours: dict, theirs: dict, score_tol: float, box_tol: float) -> list[int]:
-    """Indices of `theirs` with no detection of `ours` (each used once) of the same label, a score
-    within score_tol and a box within box_tol px. Matching instead of comparing two sorted lists
-    keeps near-equal scores, which float rounding may order either way, from failing the test."""
-    ok = (
-        (theirs["labels"][:, None] == ours["labels"][None, :])
-        & ((theirs["scores"][:, None] - ours["scores"][None, :]).abs() <= score_tol)
-        & ((theirs["boxes"][:, None, :] - ours["boxes"][None, :, :]).abs().amax(-1) <= box_tol)
-    )
-    used = torch.zeros(ok.shape[1], dtype=torch.bool)
-    missing = []
-    for i in range(ok.shape[0]):
-        free = (ok[i] & ~used).nonzero().flatten()
-        if len(free):
-            used[free[0]] = True
-        else:
-            missing.append(i)
-    return missing
-
-
 def test_detections_match(pair):
     tv, ours = pair
     g = torch.Generator().manual_seed(2)
@@ -132,7 +113,7 @@ def test_detections_match(pair):
         assert len(d["scores"]) == len(e["scores"]), f"image {i}: {len(d['scores'])} vs {len(e['scores'])} detections"
         # A non-trivial case: several classes, and no saturated (tied) scores.
         assert len(e["labels"].unique()) > 3 and len(e["scores"].unique()) == len(e["scores"])
-        missing = _unmatched(d, e, score_tol=1e-5, box_tol=1e-3)
+        missing = unmatched_detections(d, e, score_tol=1e-5, box_tol=1e-3)
         assert not missing, f"image {i}: torchvision detections {missing[:10]} have no ssdkit counterpart"
         assert torch.all(d["scores"][:-1] >= d["scores"][1:])
         h, w = images[i].shape[1:]

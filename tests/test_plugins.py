@@ -93,6 +93,10 @@ CHILD = textwrap.dedent(
             from ssdkit.registry import PRIORS
             report["priors"] = PRIORS.names()
             try:
+                ssdkit.registry.BACKBONES.get("mini")  # a plugin's name, spelt like the built-in 'tiny'
+            except KeyError as exc:
+                report["unknown"] = str(exc)
+            try:
                 cfg = ssdkit.SSDConfig.from_file(sys.argv[1])
             except Exception as exc:
                 report["error"] = f"{type(exc).__name__}: {exc}"
@@ -182,6 +186,9 @@ def test_broken_plugin_warns_by_name_and_ssdkit_still_works(child):
     assert len(broken) == 1, r["warnings"]
     assert broken[0].startswith("RuntimeWarning: ssdkit plugin 'brokenplug'")
     assert "missing licence file" in broken[0]  # the plugin's own reason
+    # An unknown name says which plugin failed, instead of suggesting a look-alike built-in.
+    assert "plugin 'brokenplug' (RuntimeError: brokenplug cannot start" in r["unknown"], r["unknown"]
+    assert "did you mean" not in r["unknown"]
     assert not [w for w in r["warnings"] if "myplug" in w]
 
 
@@ -189,4 +196,7 @@ def test_disable_env_turns_discovery_off(child):
     r = child["disabled"]
     assert "plug_grid" not in r["priors"]
     assert "unknown prior generator 'plug_grid'" in r.get("error", ""), r
+    assert "plugin discovery is off (SSDKIT_DISABLE_PLUGINS=1)" in r["error"]
+    assert r["unknown"].startswith("unknown backbone 'mini'; plugin discovery is off")
+    assert "did you mean" not in r["unknown"]
     assert not [w for w in r["warnings"] if "plugin" in w]

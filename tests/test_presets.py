@@ -27,6 +27,7 @@ EXPECTED_PRIORS = {
     "ssd512_vgg16": 24564,
     "ssdlite320_mobilenet_v3": _ssdlite320_prior_count(),
     "ssd300_resnet50": 8732,
+    "ssdlite300_mobilenet_v2_tf": 1917,  # TF OD API ssdlite_mobilenet_v2_coco's anchors
 }
 
 

@@ -60,7 +60,7 @@ def test_unknown_name_without_close_match_still_lists_known(reg):
     with pytest.raises(UnknownComponentError) as err:
         reg.config_class("zzzzzz")
     assert "did you mean" not in str(err.value)
-    assert str(err.value).endswith("known: alpha, alphabet")
+    assert str(err.value) == "unknown widget 'zzzzzz'; known: alpha, alphabet"
     with pytest.raises(UnknownComponentError, match=r"known: \(none\)"):
         Registry("empty").get("x")
 
@@ -129,3 +129,22 @@ def test_validate_config(reg):
         reg.validate_config({"type": "alphabt"})
     with pytest.raises(pydantic.ValidationError):
         reg.validate_config({"type": "alpha", "size": "big"})
+
+
+def test_unknown_name_with_plugins_off_says_so_instead_of_a_lookalike(reg, monkeypatch):
+    monkeypatch.setenv("SSDKIT_DISABLE_PLUGINS", "1")
+    with pytest.raises(UnknownComponentError) as err:
+        reg.get("alpah")
+    assert str(err.value) == (
+        "unknown widget 'alpah'; plugin discovery is off (SSDKIT_DISABLE_PLUGINS=1): no plugin's components "
+        "are registered; known: alpha, alphabet"
+    )
+
+
+def test_components_are_named_by_their_registered_name(reg):
+    class Gadget:
+        pass
+
+    reg.register("gadget", config=ComponentConfig)(Gadget)
+    assert reg.name_of(Gadget()) == "gadget" and reg.name_of(Gadget) == "gadget"
+    assert reg.name_of(3) == "int"  # registered nowhere: its class, never "<... object at 0x...>"

@@ -203,7 +203,11 @@ def test_run_folder_holds_config_metrics_and_loadable_checkpoints(tmp_path):
     cfg["eval"] = {"every_steps": 4, "metric": "val_loss"}
     result = ssdkit.train(cfg, out_dir=tmp_path)  # the package is callable
     assert result.run_dir == tmp_path
-    assert RunConfig.from_file(tmp_path / "config.yaml") == RunConfig.model_validate(cfg)
+    saved, given = RunConfig.from_file(tmp_path / "config.yaml"), RunConfig.model_validate(cfg)
+    assert given.model.class_names is None and saved.model.class_names == result.model.class_names
+    assert saved.model.class_names == ["circle", "square", "triangle"]  # the model takes the data set's names
+    given.model.class_names = saved.model.class_names
+    assert saved == given
 
     evals = _lines(tmp_path, "eval")
     assert [d["step"] for d in evals] == [4, 8, 12]
@@ -216,7 +220,7 @@ def test_run_folder_holds_config_metrics_and_loadable_checkpoints(tmp_path):
 
     best = torch.load(result.best_checkpoint, weights_only=True)
     assert best["step"] == best_step and best["ssdkit_version"] == ssdkit.__version__
-    assert RunConfig.model_validate_json(best["run_config"]) == RunConfig.model_validate(cfg)
+    assert RunConfig.model_validate_json(best["run_config"]) == given == saved
     # a training checkpoint is also a weights file
     fresh = ssdkit.build_model(cfg["model"])
     ssdkit.weights.load_weights(fresh, result.last_checkpoint)
@@ -282,14 +286,21 @@ def test_command_line(tmp_path, capsys):
     assert "shapes_tiny" in capsys.readouterr().err
 
 
-def test_shipped_example_runs(tmp_path):
+def test_shipped_example_runs(tmp_path, capsys):
     from ssdkit.cli import main
     from ssdkit.train.config import example_configs
 
     assert "shapes_tiny" in example_configs()
     small = ["train.epochs=null", "train.max_steps=2", "data.batch_size=2", "data.num_workers=0", "eval.enabled=false"]
+    small.append("train.log_every=1")
     args = ["train", "shapes_tiny", "--out", str(tmp_path), "--no-progress"]
     assert main([*args, *(x for item in small for x in ("--set", item))]) == 0
+    # Without the bar, every log step is one plain line (what a log file or CI shows).
+    shown = capsys.readouterr()
+    lines = [t for t in shown.err.splitlines() if t.startswith("step ")]
+    assert [t.split()[1] for t in lines] == ["1/2", "2/2"], shown.err
+    assert all(" loss " in t and " lr " in t for t in lines)
+    assert "trained 2 steps in" in shown.out
     cfg = RunConfig.from_file(tmp_path / "config.yaml")
     assert cfg.model.backbone.type == "tiny" and cfg.train.max_steps == 2
 

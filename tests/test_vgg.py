@@ -142,7 +142,7 @@ def test_weights_through_a_preset(torchvision_vgg16_file):
 def test_url_rejected(url):
     with pytest.raises(pydantic.ValidationError, match="local file path"):
         VGG16Config(weights=url)
-    with pytest.raises(ValueError, match="never downloads"):
+    with pytest.raises(ValueError, match="downloads only its named weights"):
         ssdkit.presets.get("ssd300_vgg16", backbone={"weights": url})
     with pytest.raises(ValueError, match="local file path"):
         SSDVGG16(weights=url)

@@ -2,6 +2,7 @@
 
 from ssdkit.backbones import (  # noqa: F401
     mobilenet,
+    mobilenet_v2,
     resnet,
     tiny,
     vgg,  # noqa: F401

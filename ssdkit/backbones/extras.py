@@ -5,17 +5,21 @@ classification state dict into the classifier before its features are cut out.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torchvision.ops.misc import Conv2dNormActivation
 
 from ssdkit.weights import read_state_dict
 
 __all__ = [
     "SSDLITE_BN",
+    "Conv2dSame",
+    "Padding",
     "ssdlite_extra_block",
     "bottleneck_extra_block",
     "load_classifier_weights",
@@ -25,6 +29,38 @@ __all__ = [
 
 # SSDLite's norm layer (torchvision's ssdlite builder uses the same numbers).
 SSDLITE_BN = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
+
+# "symmetric": PyTorch's (k - 1) / 2 on every side; "tf_same": TensorFlow's "SAME", which pads a
+# strided conv by what the output size ceil(n / stride) needs, the odd pixel at the bottom/right.
+Padding = Literal["symmetric", "tf_same"]
+
+
+class Conv2dSame(nn.Conv2d):
+    """`nn.Conv2d` with TensorFlow's "SAME" padding, computed from each input's size.
+
+    For a side n, kernel k, stride s and dilation d the output side is ceil(n / s) and the
+    padding total max((ceil(n / s) - 1) s + (k - 1) d + 1 - n, 0), half of it (rounded down) before
+    and the rest after. Stride 1 with an odd kernel gives the symmetric (k - 1) d / 2 of PyTorch;
+    stride 2 on an even side pads one pixel fewer at the top/left, which shifts every output pixel.
+    The weights and state-dict keys are those of `nn.Conv2d`.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["padding"] = 0
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+        """(before, after) padding of one side of `size` pixels."""
+        total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+        return total // 2, total - total // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        top, bottom = self.same_pads(int(x.shape[-2]), self.kernel_size[0], self.stride[0], self.dilation[0])
+        left, right = self.same_pads(int(x.shape[-1]), self.kernel_size[1], self.stride[1], self.dilation[1])
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
 
 
 def ssdlite_extra_block(
@@ -72,10 +108,17 @@ def xavier_init(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def load_classifier_weights(model: nn.Module, weights: str | Path) -> None:
-    """Load a local torchvision classification state dict (.pth/.pt via torch.load with
-    weights_only=True, or .safetensors) into the whole classifier `model`, strictly."""
-    state, path = read_state_dict(weights)[0], Path(weights)
+def load_classifier_weights(model: nn.Module, weights: str | Path, backbone: str) -> None:
+    """Load a torchvision classification state dict into the whole classifier `model`, strictly:
+    named weights of `backbone` (e.g. ``imagenet``, see ssdkit.pretrained), or a local file
+    (.pth/.pt via torch.load with weights_only=True, or .safetensors)."""
+    from ssdkit import pretrained
+
+    named = pretrained.find(str(weights), backbone=backbone, kind="backbone")
+    if named is not None:
+        state, path = pretrained.fetch(named), f"named weights {named.name!r}"
+    else:
+        state, path = read_state_dict(weights)[0], Path(weights)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -30,9 +30,15 @@ EXTRA_CHANNELS = (512, 256, 256, 128)
 class MobileNetV3Config(ComponentConfig):
     type: str = "mobilenet_v3_large"
     width_mult: float = Field(1.0, gt=0, le=4, description="MobileNetV3 width multiplier (the extras stay fixed)")
+    reduced_tail: bool = Field(
+        False,
+        description="halve the channels of the last blocks (C5: 480 instead of 960), as torchvision's COCO SSDLite; "
+        "ImageNet weights need the full tail",
+    )
     weights: str | None = Field(
         None,
-        description="local path to a torchvision mobilenet_v3_large classification state dict (.pth or .safetensors)",
+        description="'imagenet' (torchvision's MobileNet_V3_Large_Weights.IMAGENET1K_V1, fetched and cached by "
+        "torch.hub), or a local torchvision mobilenet_v3_large classification state dict (.pth or .safetensors)",
     )
 
     @field_validator("weights")
@@ -48,14 +54,19 @@ class MobileNetV3Config(ComponentConfig):
 class MobileNetV3SSDLite(nn.Module):
     """x `[B, 3, H, W]` -> 6 maps; at 320 x 320 their sides are 20, 10, 5, 3, 2, 1.
 
-    `out_channels` is [672, 960, 512, 256, 256, 128] at width_mult 1.
+    `out_channels` is [672, 960, 512, 256, 256, 128] at width_mult 1 ([672, 480, ...] with `reduced_tail`).
     """
 
-    def __init__(self, width_mult: float = 1.0, weights: str | None = None) -> None:
+    def __init__(self, width_mult: float = 1.0, weights: str | None = None, reduced_tail: bool = False) -> None:
         super().__init__()
-        net = mobilenet_v3_large(weights=None, width_mult=width_mult, norm_layer=SSDLITE_BN)
+        net = mobilenet_v3_large(weights=None, width_mult=width_mult, reduced_tail=reduced_tail, norm_layer=SSDLITE_BN)
         if weights is not None:
-            load_classifier_weights(net, weights)
+            if reduced_tail:
+                raise ValueError(
+                    f"mobilenet_v3_large weights {weights!r}: classification weights have the full tail; "
+                    "set the backbone's reduced_tail: false to start from them"
+                )
+            load_classifier_weights(net, weights, "mobilenet_v3_large")
         else:
             normal_init(net)  # torchvision's choice for an SSDLite backbone trained from scratch
         features = net.features

@@ -25,7 +25,9 @@ EXTRAS = ((256, 512, 2, 1), (256, 512, 2, 1), (128, 256, 2, 1), (128, 256, 1, 0)
 class ResNet50Config(ComponentConfig):
     type: str = "resnet50"
     weights: str | None = Field(
-        None, description="local path to a torchvision resnet50 classification state dict (.pth or .safetensors)"
+        None,
+        description="'imagenet' (torchvision's ResNet50_Weights.IMAGENET1K_V1, fetched and cached by torch.hub), "
+        "or a local torchvision resnet50 classification state dict (.pth or .safetensors)",
     )
 
     @field_validator("weights")
@@ -48,7 +50,7 @@ class ResNet50SSD(nn.Module):
         super().__init__()
         net = resnet50(weights=None)
         if weights is not None:
-            load_classifier_weights(net, weights)
+            load_classifier_weights(net, weights, "resnet50")
         # torchvision's ResNet-50 (v1.5) strides in conv2 and in the shortcut of a stage's first block
         first = net.layer3[0]
         first.conv2.stride = (1, 1)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
+from ssdkit import pretrained
 from ssdkit.registry import BACKBONES, ComponentConfig
 from ssdkit.weights import read_state_dict, reject_url
 
@@ -47,8 +48,10 @@ class VGG16Config(ComponentConfig):
     highres: bool = Field(False, description="SSD512: add conv12 for a 7th feature map (paper layout)")
     weights: str | None = Field(
         None,
-        description="local file with VGG16 weights: a torchvision VGG16 classifier state dict (fc6/fc7 are "
-        "subsampled as in the paper), ssd.pytorch's vgg16_reducedfc.pth, or a state dict of this backbone",
+        description="'imagenet' (torchvision's VGG16_Weights.IMAGENET1K_FEATURES, ssd.pytorch's trunk, fetched and "
+        "cached by torch.hub; it expects RGB input normalised as the ssd300_vgg16_coco preset does), or a local file "
+        "with VGG16 weights: a torchvision VGG16 classifier state dict (fc6/fc7 are subsampled as in the paper), "
+        "ssd.pytorch's vgg16_reducedfc.pth, or a state dict of this backbone",
     )
 
     @field_validator("weights")
@@ -83,7 +86,8 @@ class SSDVGG16(nn.Module):
 
     def __init__(self, highres: bool = False, weights: str | None = None) -> None:
         super().__init__()
-        if weights is not None:  # fail before spending time on initialisation
+        named = pretrained.find(weights, backbone="vgg16", kind="backbone")
+        if weights is not None and named is None:  # fail before spending time on initialisation
             reject_url(str(weights))
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"no such weights file: {weights}")
@@ -129,7 +133,10 @@ class SSDVGG16(nn.Module):
         self.extras = nn.ModuleList(extras)
         self.out_channels = [512, 1024, 512] + [256] * (len(extras) - 1)
         self._init_weights()
-        if weights is not None:
+        if named is not None:
+            # torchvision's SSD300 takes only the convs of this file (its classifier holds no trained values)
+            self.load_vgg_state(pretrained.fetch(named), f"named weights {named.name!r}", fc=False)
+        elif weights is not None:
             self.load_vgg_weights(weights)
 
     def _init_weights(self) -> None:
@@ -159,11 +166,14 @@ class SSDVGG16(nn.Module):
         Layers the file does not cover (the extras, and the L2 scale for classifier
         weights) keep their initialisation.
         """
+        self.load_vgg_state(read_state_dict(path)[0], str(path))
+
+    def load_vgg_state(self, state: dict[str, Tensor], path: str, fc: bool = True) -> None:
+        """Load VGG16 weights from a state dict; `path` names its source in errors; `fc`: see `vgg16_to_backbone`."""
         from ssdkit.convert import vgg16_to_backbone
 
-        state, _ = read_state_dict(path)
         try:
-            converted = vgg16_to_backbone(state)
+            converted = vgg16_to_backbone(state, fc=fc)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
         own = self.state_dict()

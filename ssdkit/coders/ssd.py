@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -22,6 +23,11 @@ class SSDBoxCoderConfig(ComponentConfig):
         (0.1, 0.1, 0.2, 0.2), description="(centre x, centre y, width, height) variances; offsets are divided by them"
     )
     log_clamp: float = Field(DEFAULT_LOG_CLAMP, gt=0, description="upper clamp of decoded log-size offsets")
+    order: Literal["xywh", "yxhw"] = Field(
+        "xywh",
+        description="order of the four offsets: xywh (the paper, torchvision) or yxhw (TensorFlow's "
+        "[ty, tx, th, tw]); variances always name (x, y, w, h)",
+    )
 
     @field_validator("variances")
     @classmethod
@@ -37,12 +43,23 @@ class SSDBoxCoder:
 
     encode(boxes [..., 4] xyxy, priors [..., 4] cxcywh) -> offsets [..., 4]
     decode(offsets [..., 4], priors [..., 4] cxcywh) -> boxes [..., 4] xyxy
-    Leading dimensions broadcast; all coordinates normalised to [0, 1].
+    Leading dimensions broadcast; all coordinates normalised to [0, 1]. Offsets are
+    (tx, ty, tw, th), or (ty, tx, th, tw) with order "yxhw" (TensorFlow's FasterRcnnBoxCoder,
+    whose scale factors 10, 10, 5, 5 are the variances 0.1, 0.1, 0.2, 0.2).
     """
 
-    def __init__(self, variances=(0.1, 0.1, 0.2, 0.2), log_clamp: float = DEFAULT_LOG_CLAMP) -> None:
+    def __init__(
+        self, variances=(0.1, 0.1, 0.2, 0.2), log_clamp: float = DEFAULT_LOG_CLAMP, order: str = "xywh"
+    ) -> None:
+        if order not in ("xywh", "yxhw"):
+            raise ValueError(f"box coder order must be 'xywh' or 'yxhw', got {order!r}")
         self.variances = tuple(float(v) for v in variances)
         self.log_clamp = float(log_clamp)
+        self.order = order
+
+    def _swap(self, offsets: Tensor) -> Tensor:
+        """xywh <-> yxhw (its own inverse); a no-op for order "xywh"."""
+        return offsets if self.order == "xywh" else offsets[..., [1, 0, 3, 2]]
 
     def _var(self, like: Tensor) -> Tensor:
         return torch.tensor(self.variances, dtype=like.dtype, device=like.device)
@@ -58,13 +75,14 @@ class SSDBoxCoder:
         v = self._var(g)
         centre = (g[..., :2] - priors[..., :2]) / (priors[..., 2:] * v[:2])
         size = torch.log(g[..., 2:] / priors[..., 2:]) / v[2:]
-        return torch.cat((centre, size), dim=-1)
+        return self._swap(torch.cat((centre, size), dim=-1))
 
     def decode(self, offsets: Tensor, priors: Tensor) -> Tensor:
+        offsets = self._swap(offsets)
         v = self._var(offsets)
         centre = priors[..., :2] + offsets[..., :2] * v[:2] * priors[..., 2:]
         size = priors[..., 2:] * torch.exp((offsets[..., 2:] * v[2:]).clamp(max=self.log_clamp))
         return cxcywh_to_xyxy(torch.cat((centre, size), dim=-1))
 
     def __repr__(self) -> str:
-        return f"SSDBoxCoder(variances={self.variances})"
+        return f"SSDBoxCoder(variances={self.variances}, order={self.order!r})"

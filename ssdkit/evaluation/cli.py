@@ -1,9 +1,10 @@
-"""`ssdkit eval CONFIG.yaml --weights W [--data DATA.yaml] [--set key=value ...] [--protocol voc|coco|both]`.
+"""`ssdkit eval SOURCE [--weights W] [--data DATA.yaml] [--set key=value ...] [--protocol voc|coco|both]`.
 
-Builds the run config's model, loads the weights (a training checkpoint or a weights file), runs it
-over the validation set (`data.val`, or that of `--data`), prints the table, and writes `eval.json`
-and precision-recall curves into `--out` (default: the folder `eval/` beside the weights, i.e. in
-the run folder).
+SOURCE: a run folder (its best checkpoint and run config), a checkpoint, a run config with
+`--weights`, or a model config or preset with `--weights` and `--data` (see ssdkit.sources).
+Builds the run config's model, loads the weights, runs it over the validation set (`data.val`, or
+that of `--data`), prints the table, and writes `eval.json` and precision-recall curves into `--out`
+(default: the folder `eval/` beside the weights, i.e. in the run folder).
 """
 
 from __future__ import annotations
@@ -17,9 +18,15 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "config", help="run config (YAML or JSON) the model was trained with, or a shipped example's name"
+        "config",
+        metavar="SOURCE",
+        help="run folder, checkpoint, run config (YAML or JSON, or a shipped example's name), model config or preset",
     )
-    parser.add_argument("--weights", required=True, help="weights: a training checkpoint (best.pt) or weights file")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="weights: a training checkpoint (best.pt) or weights file; default: SOURCE's own",
+    )
     parser.add_argument(
         "--data",
         metavar="FILE",
@@ -59,6 +66,17 @@ def _read_data(path: Path) -> dict:
     return data
 
 
+def _example_or_name(name: str) -> str | Path:
+    """A shipped example run config's path for `name`, else `name` itself (a preset, say)."""
+    from ssdkit.train.config import example_configs
+
+    if name in example_configs():
+        from ssdkit.train.config import config_path
+
+        return config_path(name)
+    return name
+
+
 def _device(name: str):
     import torch
 
@@ -71,28 +89,32 @@ def _device(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ssdkit.build import build_model
+    from dataclasses import replace
+
     from ssdkit.data import build_loader
     from ssdkit.evaluation.evaluate import evaluate
     from ssdkit.evaluation.report import format_table
+    from ssdkit.sources import build, resolve
     from ssdkit.train.config import RunConfig
     from ssdkit.train.overrides import ConfigKeyError
-    from ssdkit.weights import load_weights
 
-    weights = Path(args.weights)
     try:
         if not 0.0 <= args.iou < 1.0:
             raise ValueError(f"--iou must be in [0, 1), got {args.iou}")
-        cfg = RunConfig.from_file(args.config)
-        raw = cfg.model_dump(mode="json")
+        given = Path(args.config)
+        source = resolve(given if given.exists() or given.suffix else _example_or_name(args.config), args.weights)
+        if source.run is None and args.data is None:
+            raise ValueError(f"{args.config} holds no data config (it is no run config): give --data DATA.yaml")
+        # eval reads the model and data sections only; for a model config, `train` just has to validate
+        raw = dict(source.run or {"model": source.model.model_dump(mode="json"), "train": {"max_steps": 1}})
         if args.data is not None:
             raw["data"] = _read_data(Path(args.data))
         cfg = RunConfig.from_dict(raw, args.overrides, source=args.config)
-        if not weights.is_file():
-            raise FileNotFoundError(f"weights not found: {weights}")
+        if source.weights is None:
+            raise ValueError(f"{args.config} carries no weights: give --weights (a checkpoint or weights file)")
+        weights = Path(source.weights)
         device = _device(args.device)
-        model = build_model(cfg.model)
-        load_weights(model, weights)
+        model = build(replace(source, model=cfg.model))
         model.to(device)
         loader = build_loader(cfg.data, cfg.model, "val")
     except (FileNotFoundError, ConfigKeyError, ValueError) as exc:

@@ -214,7 +214,8 @@ def suggest_priors(
     reported next to that of the given priors.
     """
     if not isinstance(priors, SSDPriorsConfig):
-        raise TypeError(f"suggestions are for `type: ssd` priors (SSDPriorsConfig), got {type(priors).__name__}")
+        got = getattr(priors, "type", type(priors).__name__)
+        raise TypeError(f"suggestions are for `type: ssd` priors (SSDPriorsConfig), got '{got}'")
     h, w = image_size
     unit = torch.tensor([w, h] if priors.min_sizes is not None else [1.0, 1.0], dtype=torch.float64)
     wh_n = (boxes[:, 2:] - boxes[:, :2]).double()

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ssdkit.boxes import box_area, cxcywh_to_xyxy
+from ssdkit.text import count
 
 __all__ = [
     "SIZE_BINS",
@@ -134,18 +135,25 @@ class CoverageReport:
         """The report as text: one row per size bin, then the histogram of priors matched per box."""
         h, w = self.image_size
         lines = [
-            f"{self.num_boxes} boxes, {self.num_priors} priors, IoU threshold {self.iou_threshold:g} "
+            f"{count(self.num_boxes, 'box', 'boxes')}, {count(self.num_priors, 'prior')}, "
+            f"IoU threshold {self.iou_threshold:g} "
             f"(sizes: COCO areas in pixels of the {w}x{h} network input)",
             f"{'size':<8}{'boxes':>9}{'share':>9}{'reached':>9}{'priors/box':>12}{'best IoU':>10}",
         ]
         for s in self.per_bin():
             share = s.count / self.num_boxes if self.num_boxes else math.nan
             lines.append(
-                f"{s.name:<8}{s.count:>9}{share:>9.1%}{s.coverage:>9.1%}{s.mean_matched:>12.2f}{s.mean_best_iou:>10.3f}"
+                f"{s.name:<8}{s.count:>9}{_cell(share, '.1%', 9)}{_cell(s.coverage, '.1%', 9)}"
+                f"{_cell(s.mean_matched, '.2f', 12)}{_cell(s.mean_best_iou, '.3f', 10)}"
             )
         hist = "  ".join(f"{label}: {n}" for label, n in self.matched_histogram())
         lines.append(f"priors with IoU >= {self.iou_threshold:g} per box: {hist}")
         return "\n".join(lines)
+
+
+def _cell(value: float, spec: str, width: int) -> str:
+    """A table cell; "-" for a bin without boxes (a NaN), never "nan%"."""
+    return f"{'-' if math.isnan(value) else format(value, spec):>{width}}"
 
 
 def _check_boxes(boxes: Tensor) -> None:

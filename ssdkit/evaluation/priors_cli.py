@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ssdkit.text import count
+
 __all__ = ["add_arguments", "run", "load_model_config", "load_dataset_config"]
 
 
@@ -137,7 +139,10 @@ def _worst(report: Any, boxes: Any, owner: Any, items: list[dict], model: Any, s
         return ""
     order = unreached[torch.argsort(report.best_iou[unreached], stable=True)][:show]
     h, w = model.image_size
-    lines = [f"{len(unreached)} boxes no prior reaches; the {len(order)} worst (sizes in px of the network input):"]
+    lines = [
+        f"{count(len(unreached), 'box', 'boxes')} no prior reaches; the {len(order)} worst "
+        "(sizes in px of the network input):"
+    ]
     for i in order.tolist():
         b = boxes[i]
         bw, bh = float(b[2] - b[0]) * w, float(b[3] - b[1]) * h
@@ -147,6 +152,16 @@ def _worst(report: Any, boxes: Any, owner: Any, items: list[dict], model: Any, s
             f"best IoU {report.best_iou[i]:.2f} with a {pw:.0f}x{ph:.0f} prior"
         )
     return "\n".join(lines)
+
+
+def _check_suggestable(priors: Any) -> None:
+    """--suggest rewrites `type: ssd` priors only: refuse others before any work is done."""
+    from ssdkit.priors.ssd import SSDPriorsConfig
+
+    if not isinstance(priors, SSDPriorsConfig):
+        raise ValueError(
+            f"--suggest needs `type: ssd` priors, not '{priors.type}' (run without --suggest for the coverage report)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
         if args.suggest and min(args.suggest) < 1:
             raise ValueError(f"--suggest takes cluster counts >= 1, got {args.suggest}")
         model_cfg, data_cfg = load_model_config(args.config)
+        if args.suggest is not None:
+            _check_suggestable(model_cfg.priors)
         ds_cfg = load_dataset_config(args.data, data_cfg, args.split)
         dataset = DATASETS.build(ds_cfg)
         items = dataset.ground_truth(errors="skip" if args.skip_bad else "raise")[: args.max_images]
@@ -177,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(model_cfg).eval()  # for its priors and feature-map sizes; weights stay random
     h, w = model.image_size
     report = analyze_priors(model.priors, boxes, iou_threshold=iou, image_size=(h, w), device=args.device)
-    print(f"prior coverage of {ds_cfg.type} ({len(items)} pictures) by {args.config}")
+    print(f"prior coverage of {ds_cfg.type} ({count(len(items), 'picture')}) by {args.config}")
     print(report.table())
     print()
     print(_level_table(report, model))
@@ -189,14 +206,7 @@ def run(args: argparse.Namespace) -> int:
     suggested = None
     if args.suggest is not None:
         from ssdkit.evaluation.kmeans import suggest_priors
-        from ssdkit.priors.ssd import SSDPriorsConfig
 
-        if not isinstance(model_cfg.priors, SSDPriorsConfig):
-            print(
-                f"ssdkit analyze-priors: --suggest needs `type: ssd` priors, not {model_cfg.priors.type!r}",
-                file=sys.stderr,
-            )
-            return 2
         ks = args.suggest or (6, 9, 12)
         sug = suggest_priors(
             model_cfg.priors,

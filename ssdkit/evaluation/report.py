@@ -18,6 +18,7 @@ import torch
 
 from ssdkit.metrics import to_coco_json
 from ssdkit.metrics.voc import PRCurve, interpolated_precision
+from ssdkit.text import count
 
 __all__ = ["format_table", "write_json", "plot_pr_curves", "write_coco_detections", "write_report"]
 
@@ -54,7 +55,7 @@ def format_table(result: dict[str, Any]) -> str:
         what.append(f"COCO AP@[.5:.95] and AP50 ({coco.get('backend', 'COCOeval')})")
     lines.append(
         "; ".join(what)
-        + f" on {result['images']} images"
+        + f" on {count(result['images'], 'image')}"
         + (f" ({result['skipped']} unreadable, skipped)" if result.get("skipped") else "")
     )
     lines.append(f"{'class':<{width}}" + "".join(f"{h:>11}" for h, _, _ in cols))
@@ -169,7 +170,8 @@ def plot_pr_curves(
             ax.plot(rec, prec, color="0.6", linewidth=1, label="precision")
             ax.step(step_rec, step_env, where="pre", color="C0", linewidth=2, label="interpolated (what AP measures)")
         ax.set(xlim=(0, 1.02), ylim=(0, 1.05), xlabel="recall", ylabel="precision")
-        ax.set_title(f"{name}: {shown}, {curve.num_gt} boxes" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+        title = f"{name}: {shown}, {count(curve.num_gt, 'box', 'boxes')}"
+        ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
         ax.grid(alpha=0.3)
         if len(rec):
             ax.legend(loc="lower left", fontsize=8)

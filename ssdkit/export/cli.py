@@ -1,4 +1,8 @@
-"""`ssdkit export CONFIG --weights W --format onnx|torchscript [--with-postprocess]`."""
+"""`ssdkit export SOURCE [--weights W] --format onnx|torchscript [--with-postprocess]`.
+
+SOURCE: a run folder (its best checkpoint), a checkpoint or weights file saved by ssdkit, or a run
+config, model config or preset with `--weights`; see ssdkit.sources.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,16 @@ SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="model config (YAML or JSON file) or a preset name, e.g. ssd300_vgg16")
-    parser.add_argument("--weights", required=True, help="weights file (.safetensors, .pth, .pt) that fits CONFIG")
+    parser.add_argument(
+        "config",
+        metavar="SOURCE",
+        help="run folder, checkpoint, weights file saved by ssdkit, run or model config (YAML/JSON), or preset name",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="weights (.safetensors, .pth, .pt, or a preset's named weights) for SOURCE; default: SOURCE's own",
+    )
     parser.add_argument("--format", required=True, choices=sorted(SUFFIX), help="what to write")
     parser.add_argument(
         "--with-postprocess",
@@ -24,31 +36,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: torch's exporter default)")
 
 
-def _config(text: str):
-    from ssdkit import presets
-    from ssdkit.config import SSDConfig
-
-    path = Path(text)
-    if path.suffix.lower() in (".yaml", ".yml", ".json"):
-        if not path.is_file():
-            raise FileNotFoundError(f"no such config file: {path}")
-        return SSDConfig.from_file(path)
-    return presets.get(text)
-
-
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from ssdkit.build import build_model
     from ssdkit.export import MissingExtraError, require_export_extra, to_onnx, to_torchscript
-    from ssdkit.weights import load_weights
+    from ssdkit.sources import build, resolve
 
-    output = args.output or Path(args.weights).with_suffix(SUFFIX[args.format])
     try:
         if args.format == "onnx":
             require_export_extra()  # before the slow part
-        model = build_model(_config(args.config)).eval()
-        load_weights(model, args.weights)
+        source = resolve(args.config, args.weights)
+        if source.weights is None:
+            raise ValueError(f"{args.config} carries no weights: give --weights (a file, or a preset's named weights)")
+        weights = Path(source.weights)
+        # beside the weights file; for a preset's named weights, e.g. ssdlite320_mobilenet_v3_coco.onnx here
+        named = f"{source.preset}_{weights}{SUFFIX[args.format]}" if source.preset and not weights.suffix else None
+        output = args.output or (Path(named) if named else weights.with_suffix(SUFFIX[args.format]))
+        model = build(source).eval()
         if args.format == "onnx":
             to_onnx(model, output, with_postprocess=args.with_postprocess, opset=args.opset)
         else:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ssdkit.postprocess.nms import HardNMS
+from ssdkit.registry import NMS
 
 __all__ = ["ExportableDetector", "greedy_nms", "float32_threshold"]
 
@@ -102,7 +103,8 @@ class ExportableDetector(nn.Module):
         pp = model.postprocessor
         if not isinstance(pp, HardNMS):
             raise ValueError(
-                f"export with post-processing supports the 'hard' NMS only; this model's postprocess is {pp!r}. "
+                f"export with post-processing supports the 'hard' NMS only; this model's postprocess is "
+                f"'{NMS.name_of(pp)}'. "
                 "Export the network alone (without --with-postprocess) and run its post-processing yourself."
             )
         if nms not in ("op", "script"):
@@ -112,6 +114,7 @@ class ExportableDetector(nn.Module):
         self.score_threshold = float(pp.score_threshold)
         self.iou_threshold = float32_threshold(pp.iou_threshold)
         self.max_detections = int(pp.max_detections)
+        self.clip_after_nms = pp.clip == "after_nms"
         self.num_priors = int(model.priors.shape[0])
         self.top_k = min(int(pp.top_k), self.num_priors)
         self.num_labels = int(model.num_classes) - 1
@@ -139,14 +142,20 @@ class ExportableDetector(nn.Module):
         offsets = torch.gather(loc, 1, flat_prior.unsqueeze(-1).expand(-1, -1, 4))
         boxes = self.model.box_coder.decode(offsets, self.priors[flat_prior])  # [B, S, 4]
         finite = torch.isfinite(boxes).all(dim=-1)
-        boxes = torch.where(finite[..., None], boxes.clamp(0.0, 1.0), 0.0)  # = clip_boxes
+        unclipped = torch.where(finite[..., None], boxes, 0.0)
+        boxes = unclipped.clamp(0.0, 1.0)  # = clip_boxes
         scores = torch.where(finite, top.flatten(1), -1.0)
-        group_boxes, group_scores = boxes.reshape(-1, k, 4), scores.reshape(-1, k)
+        # clip "after_nms" (TF OD API): NMS compares the unclipped boxes, and a survivor clipped to no area is dropped
+        group_boxes = (unclipped if self.clip_after_nms else boxes).reshape(-1, k, 4)
+        group_scores = scores.reshape(-1, k)
         if self.nms == "script":
             keep = _scripted_greedy_nms()(group_boxes, group_scores, self.iou_threshold)
         else:
             keep = torch.ops.ssdkit.greedy_nms(group_boxes, group_scores, self.iou_threshold)
-        kept_scores = torch.where(keep.reshape(scores.shape), scores, -1.0)
+        keep = keep.reshape(scores.shape)
+        if self.clip_after_nms:
+            keep = keep & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+        kept_scores = torch.where(keep, scores, -1.0)
         # Best `slots` of each image by decreasing score, ties in (prior, label) order: slots sorted
         # by that (unique) key first, then a stable sort by score.
         by_key = (flat_prior * self.num_labels + self.slot_label).argsort(dim=1)

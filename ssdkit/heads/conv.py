@@ -30,6 +30,13 @@ class _LevelHead(nn.Module):
         logits = [flatten_level(m(f), self.num_classes) for m, f in zip(self.cls, features, strict=True)]
         return torch.cat(locs, dim=1), torch.cat(logits, dim=1)
 
+    @torch.no_grad()
+    def init_class_bias(self, bias: Tensor) -> None:
+        """Set every level's class-logit bias to `bias [num_classes]`, the same for each anchor."""
+        for m in self.cls:
+            conv = m if isinstance(m, nn.Conv2d) else [c for c in m.modules() if isinstance(c, nn.Conv2d)][-1]
+            conv.bias.copy_(bias.to(conv.bias).repeat(conv.out_channels // self.num_classes))
+
 
 class ConvHeadConfig(ComponentConfig):
     type: str = "ssd"

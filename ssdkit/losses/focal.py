@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Optional
 
 import torch
@@ -63,6 +64,17 @@ class FocalLossConfig(ComponentConfig):
     )
     loc_weight: float = Field(1.0, ge=0, description="weight of the localisation term in the sum")
     smooth_l1_beta: float = Field(1.0, ge=0, description="smooth-L1 switch point (loc_loss=smooth_l1 only)")
+    prior_probability: Optional[float] = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description=(
+            "sigmoid mode: the head's class biases start at -log((1 - p) / p), so that every prior starts "
+            "scoring p for each object class (RetinaNet's prior) and 1 - p for background; null keeps the "
+            "head's own init (zero biases: every score starts at 1/2, and the first classification losses are "
+            "tens to thousands of times higher)"
+        ),
+    )
 
 
 @LOSSES.register("focal", config=FocalLossConfig)
@@ -84,6 +96,7 @@ class FocalLoss(nn.Module):
         loc_loss: str = "smooth_l1",
         loc_weight: float = 1.0,
         smooth_l1_beta: float = 1.0,
+        prior_probability: Optional[float] = 0.01,
         *,
         box_coder: Any,
         matcher: Any,
@@ -99,6 +112,7 @@ class FocalLoss(nn.Module):
         self.loc_loss = loc_loss
         self.loc_weight = float(loc_weight)
         self.smooth_l1_beta = float(smooth_l1_beta)
+        self.prior_probability = None if prior_probability is None else float(prior_probability)
         self.box_coder = box_coder
         self.matcher = matcher
 
@@ -106,6 +120,18 @@ class FocalLoss(nn.Module):
     def score_activation(self) -> str:
         """How the trained logits become scores at inference (`SSD.scores`)."""
         return self.mode
+
+    def initial_class_bias(self, num_classes: int) -> Optional[Tensor]:
+        """`[num_classes]` biases for the head's class logits at the start of training, or None (softmax
+        mode, or `prior_probability` null): object columns at logit(p), so that the many easy negatives
+        do not swamp the first steps (Lin et al. 2017, section 4.1); column 0, trained here as a
+        background detector that nearly every prior answers yes to, at logit(1 - p) for the same reason."""
+        if self.mode != "sigmoid" or self.prior_probability is None:
+            return None
+        p = self.prior_probability
+        bias = torch.full((num_classes,), -math.log((1 - p) / p))
+        bias[0] = -bias[0]
+        return bias
 
     def forward(self, loc: Tensor, logits: Tensor, targets: list[dict[str, Any]], priors: Tensor) -> dict[str, Tensor]:
         check_head_outputs(loc, logits, targets, priors)
@@ -126,5 +152,5 @@ class FocalLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"mode={self.mode}, alpha={self.alpha}, gamma={self.gamma}, loc_loss={self.loc_loss}, "
-            f"loc_weight={self.loc_weight}"
+            f"loc_weight={self.loc_weight}, prior_probability={self.prior_probability}"
         )

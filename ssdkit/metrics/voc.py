@@ -10,7 +10,8 @@ The protocol of the VOC devkit:
 - a detection matched to a "difficult" object is neither a true nor a false positive, and difficult
   objects are not counted among the ground truths;
 - AP is the area under the precision envelope (VOC2010+, "area") or the mean of the envelope at
-  recall 0, 0.1, ..., 1 (VOC2007, "11point"); "101point" samples at 0, 0.01, ..., 1 as COCO does;
+  recall 0, 0.1, ..., 1 (VOC2007, "11point", with the Python devkit's `np.arange(0., 1.1, 0.1)`
+  thresholds and sum, to the last bit); "101point" samples at 0, 0.01, ..., 1 as COCO does;
 - mAP is the mean AP over the classes that have ground truth; a class with detections but no
   (non-difficult) ground truth has AP NaN and is left out of the mean.
 
@@ -132,7 +133,7 @@ def average_precision(recall: Tensor, precision: Tensor, method: str = "area") -
     """AP of one class from its curve (`[n]` each, by decreasing score; recall non-decreasing).
 
     "area": area under the precision envelope (VOC2010+ and most papers);
-    "11point": mean envelope at recall 0, 0.1, ..., 1 (VOC2007);
+    "11point": mean envelope at recall 0, 0.1, ..., 1 (VOC2007; the devkit's thresholds i * 0.1);
     "101point": mean envelope at recall 0, 0.01, ..., 1 (COCO's interpolation).
     """
     recall, precision = torch.as_tensor(recall, dtype=torch.float64), torch.as_tensor(precision, dtype=torch.float64)
@@ -145,11 +146,18 @@ def average_precision(recall: Tensor, precision: Tensor, method: str = "area") -
         mrec = torch.cat((recall.new_zeros(1), recall))
         return float(((mrec[1:] - mrec[:-1]) * _envelope(precision)).sum())
     if method == "11point":
-        thresholds = torch.arange(11, dtype=torch.float64) / 10
-    else:
-        # The same floats as COCOeval's np.linspace(0, 1, 101) (i * 0.01), so a recall that lands
-        # on a threshold falls on the same side of it as in pycocotools.
-        thresholds = torch.arange(101, dtype=torch.float64) * 0.01
+        # The devkit's floats and arithmetic: thresholds np.arange(0., 1.1, 0.1), i.e. i * 0.1, whose
+        # 0.3, 0.6 and 0.7 lie just above 3/10, 6/10, 7/10 (a recall of exactly 3/10 does not reach
+        # "0.3"), and eleven p / 11 added in order (a perfect class: 0.9999999999999999, as there).
+        # Published VOC07 numbers are in this arithmetic.
+        thresholds = torch.arange(11, dtype=torch.float64) * 0.1
+        ap = 0.0
+        for p in interpolated_precision(recall, precision, thresholds).tolist():
+            ap += p / 11.0
+        return ap
+    # The same floats as COCOeval's np.linspace(0, 1, 101) (i * 0.01), so a recall that lands
+    # on a threshold falls on the same side of it as in pycocotools.
+    thresholds = torch.arange(101, dtype=torch.float64) * 0.01
     return float(interpolated_precision(recall, precision, thresholds).mean())
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, ClassVar, Union
+from typing import Callable, ClassVar, Literal, Union
 
 import torch
 from pydantic import Field
@@ -31,6 +31,11 @@ class PostprocessConfig(ComponentConfig):
     top_k: int = Field(400, ge=1, le=100_000, description="candidates kept per image and class before NMS")
     iou_threshold: float = Field(0.45, gt=0, le=1, description="NMS overlap threshold")
     max_detections: int = Field(200, ge=1, le=100_000, description="detections kept per image")
+    clip: Literal["before_nms", "after_nms"] = Field(
+        "before_nms",
+        description="clip boxes to the image before NMS (torchvision), or after it, dropping boxes "
+        "left with no area (TF OD API)",
+    )
 
 
 def order_by(major: Tensor, scores: Tensor) -> Tensor:
@@ -114,8 +119,16 @@ class Postprocessor:
     causal: ClassVar[bool] = False
 
     def __init__(
-        self, score_threshold: float = 0.01, top_k: int = 400, iou_threshold: float = 0.45, max_detections: int = 200
+        self,
+        score_threshold: float = 0.01,
+        top_k: int = 400,
+        iou_threshold: float = 0.45,
+        max_detections: int = 200,
+        clip: str = "before_nms",
     ) -> None:
+        if clip not in ("before_nms", "after_nms"):
+            raise ValueError(f"clip must be 'before_nms' or 'after_nms', got {clip!r}")
+        self.clip = clip
         self.score_threshold = float(score_threshold)
         self.top_k = int(top_k)
         self.iou_threshold = float(iou_threshold)
@@ -224,10 +237,16 @@ class Postprocessor:
             b, p, _ = boxes.shape
             found = boxes.reshape(b * p, 4).index_select(0, sub_img * p + sub_prior)
         fine = _where(torch.isfinite(found).all(dim=1))
-        sub, found = sub.index_select(0, fine), clip_boxes(found.index_select(0, fine))
-        cand_boxes.index_copy_(0, sub, found)
+        sub, found = sub.index_select(0, fine), found.index_select(0, fine)
+        clipped = clip_boxes(found)
+        cand_boxes.index_copy_(0, sub, clipped)
         groups = img.index_select(0, sub) * C + labels.index_select(0, sub)
-        kept, kept_scores = self.suppress(found, scores.index_select(0, sub), groups)
+        after = self.clip == "after_nms"
+        kept, kept_scores = self.suppress(found if after else clipped, scores.index_select(0, sub), groups)
+        if after:  # a box wholly outside the picture still suppressed others, but is not a detection
+            box = clipped.index_select(0, kept)
+            has_area = _where((box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1]))
+            kept, kept_scores = kept.index_select(0, has_area), kept_scores.index_select(0, has_area)
         return sub.index_select(0, kept), kept_scores
 
     def _suppress_best(
@@ -287,5 +306,5 @@ class Postprocessor:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(score_threshold={self.score_threshold}, top_k={self.top_k}, "
-            f"iou_threshold={self.iou_threshold}, max_detections={self.max_detections})"
+            f"iou_threshold={self.iou_threshold}, max_detections={self.max_detections}, clip={self.clip!r})"
         )

@@ -42,8 +42,9 @@ class SoftNMS(Postprocessor):
         max_detections: int = 200,
         sigma: float = 0.5,
         method: str = "gaussian",
+        clip: str = "before_nms",
     ) -> None:
-        super().__init__(score_threshold, top_k, iou_threshold, max_detections)
+        super().__init__(score_threshold, top_k, iou_threshold, max_detections, clip)
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         if method not in ("gaussian", "linear"):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ssdkit.text import count
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -70,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
     if result.run_dir is not None:
         best = result.best
         shown = f"; best {best['metric']} {best['value']:.4f} at step {best['step']}" if best else ""
-        print(f"trained {result.steps} steps in {result.seconds:.0f} s{shown}")
+        print(f"trained {count(result.steps, 'step')} in {result.seconds:.0f} s{shown}")
         print(f"run folder: {result.run_dir} (last.pt, {'best.pt, ' if result.best_checkpoint else ''}metrics.jsonl)")
     return 0

@@ -16,14 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ssdkit.config import SSDConfig, read_config_file, write_config_file
 from ssdkit.data import DataConfig
 from ssdkit.train.overrides import apply_overrides, unknown_key_hints
 from ssdkit.train.variables import expand_variables
 
-__all__ = ["TrainConfig", "EvalConfig", "RunConfig", "example_configs", "config_path"]
+__all__ = ["TrainConfig", "EvalConfig", "InitConfig", "RunConfig", "example_configs", "config_path"]
 
 EXAMPLES = Path(__file__).with_name("configs")
 
@@ -121,6 +121,26 @@ class EvalConfig(BaseModel):
     use_07_metric: bool = Field(False, description="VOC: 11-point AP of VOC2007 instead of the area")
 
 
+class InitConfig(BaseModel):
+    """Weights to start training from (fine-tuning); ignored when resuming a run."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    weights: Optional[str] = Field(
+        None,
+        description="named weights ('coco' for the model's backbone, or a full name: `ssdkit weights list`), a local "
+        "weights file, a checkpoint or another run's folder; every tensor loads but the classification head's when "
+        "num_classes differs (a shape mismatch elsewhere is an error)",
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _local(cls, v: Optional[str]) -> Optional[str]:
+        from ssdkit.weights import reject_url
+
+        return reject_url(v)
+
+
 class RunConfig(BaseModel):
     """A whole training run; `ssdkit train CONFIG.yaml` and `ssdkit.train(cfg)` take one."""
 
@@ -130,6 +150,7 @@ class RunConfig(BaseModel):
     data: DataConfig
     train: TrainConfig
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    init: InitConfig = Field(default_factory=InitConfig)
 
     @classmethod
     def from_dict(

@@ -49,11 +49,13 @@ class MetricsFile:
 
 
 class ProgressBar:
-    """A tqdm bar over optimizer steps; its text changes only on log steps (no per-step host sync)."""
+    """A tqdm bar over optimizer steps; its text changes only on log steps (no per-step host sync).
+    Without the bar (`bar=False`), each log step prints one plain line instead (logs, CI, `nohup`)."""
 
     def __init__(self, total: int, initial: int, *, bar: bool, messages: bool = True) -> None:
         self._bar = None
         self.messages = messages
+        self.total, self.step = total, initial
         if bar and messages:
             from tqdm import tqdm  # not tqdm.auto: it warns in Jupyter without ipywidgets
 
@@ -62,12 +64,17 @@ class ProgressBar:
             )
 
     def update(self, n: int = 1) -> None:
+        self.step += n
         if self._bar is not None:
             self._bar.update(n)
 
     def show(self, values: dict[str, float]) -> None:
         if self._bar is not None:
             self._bar.set_postfix({k: _short(v) for k, v in values.items()}, refresh=False)
+        elif self.messages:
+            width = len(str(self.total))
+            text = "  ".join(f"{k} {_short(v)}" for k, v in values.items())
+            print(f"step {self.step:>{width}}/{self.total}  {text}", file=sys.stderr, flush=True)
 
     def write(self, text: str) -> None:
         """A message line (rank 0 only), printed above the bar."""

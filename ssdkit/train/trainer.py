@@ -23,6 +23,7 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ssdkit.text import count
 from ssdkit.train import distributed as dist_utils
 from ssdkit.train.checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ssdkit.train.config import RunConfig
@@ -163,6 +164,14 @@ def _evaluate_fn() -> Any:
     return evaluate
 
 
+def _class_names(loader: Any) -> Optional[list[str]]:
+    """The class names of the data set under a loader (through any wrapping `.dataset`s)."""
+    data = getattr(loader, "dataset", None)
+    while data is not None and getattr(data, "class_names", None) is None:
+        data = getattr(data, "dataset", None)
+    return None if data is None else list(data.class_names)
+
+
 class Trainer:
     """Runs one training run described by a `RunConfig`.
 
@@ -209,12 +218,17 @@ class Trainer:
 
         seed_everything(tc.seed)
         model = build_model(cfg.model)
+        if cfg.init.weights is not None and self.resume_path is None:
+            from ssdkit.pretrained import init_from
+
+            init_from(model, cfg.init.weights)
         if model.loss_fn is None:
             raise ValueError("the model config has no loss: set `model.loss` (e.g. {type: multibox}) to train it")
         if tc.sync_batchnorm and info.distributed:
             if self.device.type != "cuda":
                 raise ValueError("train.sync_batchnorm works only on CUDA devices (torch's SyncBatchNorm)")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.weights_loaded = True  # its weights are what this run trains (predict does not call them random)
         model.to(self.device)
         if tc.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -224,6 +238,12 @@ class Trainer:
         self.train_loader = build_loader(
             cfg.data, cfg.model, "train", seed=tc.seed, rank=info.rank, world_size=info.world_size
         )
+        if cfg.model.class_names is None:  # name the labels as the data set does (e.g. a COCO file's categories)
+            names = _class_names(self.train_loader)
+            if names is not None:  # (a copy: the caller's config stays as given)
+                model.config = cfg.model.model_copy(update={"class_names": names})
+                cfg = self.cfg = cfg.model_copy(update={"model": model.config})
+                model.class_names = list(names)
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
             raise ValueError("the training loader yields no batches (is the data set smaller than one batch?)")
@@ -564,9 +584,10 @@ class Trainer:
 
         elapsed = time.perf_counter() - t_start
         if main and self.nan_skipped:
-            bar.write(f"skipped {self.nan_skipped} batch(es) with a non-finite loss (train.nan_policy=skip)")
+            skipped = count(self.nan_skipped, "batch", "batches")
+            bar.write(f"skipped {skipped} with a non-finite loss (train.nan_policy=skip)")
         if main and self.skipped_items:
-            bar.write(f"{self.skipped_items} unreadable item(s) were left out of their batches")
+            bar.write(f"{count(self.skipped_items, 'unreadable item')} left out of their batches")
         self.metrics.write(
             kind="end",
             step=self.step,
