@@ -53,6 +53,9 @@ def test_recipes_ship_and_name_their_sources():
         text = open(f"ssdkit/train/configs/{name}.yaml").read()
         header = text.split("\nmodel:")[0]
         assert "Source" in header and "Reported accuracy" in header and "ssdkit train " + name in header
+        cfg = RunConfig.from_file(name, variables={"VOC_ROOT": "/v", "COCO_ROOT": "/c"})
+        names = VOC_CLASSES if name.startswith("voc") else [n for _, n in COCO_CATEGORIES]
+        assert cfg.model.class_names == list(names) and cfg.model.num_classes == len(names) + 1
 
 
 @pytest.mark.parametrize("name", RECIPES)
