@@ -84,7 +84,7 @@ def test_recipe_runs_two_steps_on_its_format(name, voc_root, coco_root, tmp_path
     )
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert code == 0
-    recipe = RunConfig.from_file(name, ["model.backbone.weights=null"])
+    recipe = RunConfig.from_file(name, ["model.backbone.weights=null"], variables={variable: str(root)})
     ran = RunConfig.from_file(tmp_path / "config.yaml")
     # what ran is the recipe but for the overrides: data from the variable's folder, the recipe's classes
     assert ran.model.class_names == recipe.model.class_names
