@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("ssdkit.demo", "build a preset, match boxes to its priors, detect on a generated picture"),
     "train": ("ssdkit.train.cli", "train a model from a run config (YAML)"),
     "eval": ("ssdkit.evaluation.cli", "evaluate weights on a data set: VOC AP, COCO mAP, PR curves"),
+    "data": ("ssdkit.data.cli", "write generated shapes as VOC/COCO folders; check a data set for defects"),
     "analyze-priors": ("ssdkit.evaluation.priors_cli", "how well a config's priors cover a data set's boxes"),
     "export": ("ssdkit.export.cli", "export to ONNX or TorchScript"),
     "predict": ("ssdkit.predict_cli", "detect objects on pictures: drawn pictures and a JSON of detections"),

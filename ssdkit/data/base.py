@@ -94,11 +94,10 @@ def read_image(path: str | Path) -> tv_tensors.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            rgb = im.convert("RGB")
+            arr = np.array(im if im.mode == "RGB" else im.convert("RGB"))  # one writable copy
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         raise BadItemError(str(path), f"cannot read the image: {type(exc).__name__}: {exc}") from exc
-    arr = np.asarray(rgb)
-    return tv_tensors.Image(torch.from_numpy(arr.copy()).permute(2, 0, 1))
+    return tv_tensors.Image(torch.from_numpy(arr).permute(2, 0, 1))
 
 
 class DetectionDataset(Dataset):

@@ -95,15 +95,18 @@ def build_loader(
             f"batch_size={batch_size}: no full batch (the last incomplete one is dropped); lower batch_size"
         )
     workers = data_cfg.num_workers
+    pin = data_cfg.pin_memory if data_cfg.pin_memory is not None else torch.cuda.is_available()
     return DataLoader(
         items,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
         collate_fn=Collate(pre.image_size),
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin,
         drop_last=train,
+        # Workers live as long as the loader: no start-up (and no re-import) at every epoch.
         persistent_workers=workers > 0,
+        prefetch_factor=data_cfg.prefetch_factor if workers > 0 else None,
         # Its own generator: creating the loader's iterator then leaves the caller's torch RNG alone.
         generator=torch.Generator().manual_seed(seed),
     )

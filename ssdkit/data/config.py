@@ -117,7 +117,13 @@ class DataConfig(_Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     batch_size: int = Field(32, ge=1, le=65536, description="pictures per batch on each process")
     val_batch_size: Optional[int] = Field(None, ge=1, le=65536, description="default: batch_size")
-    num_workers: int = Field(2, ge=0, le=256, description="loader worker processes per process (0: in-process)")
+    num_workers: int = Field(
+        2, ge=0, le=256, description="loader worker processes per process (0: in-process); GPU runs want one per core"
+    )
+    prefetch_factor: int = Field(4, ge=1, le=64, description="batches each worker prepares ahead (with workers)")
+    pin_memory: Optional[bool] = Field(
+        None, description="page-locked batches for faster, asynchronous copies to the GPU (null: when CUDA is there)"
+    )
     on_bad_item: Literal["error", "skip"] = Field(
         "error", description="an unreadable item: stop with an error naming it, or skip it with a warning"
     )

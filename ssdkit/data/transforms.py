@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from ssdkit.data.config import AugmentConfig
+from ssdkit.data.photometric import FastPhotometricDistort
 
 __all__ = ["train_transform", "BatchedIoUCrop", "per_box_fields"]
 
@@ -96,7 +97,7 @@ def train_transform(aug: AugmentConfig, fill: tuple[float, float, float]) -> Opt
     pd = aug.photometric
     if pd.enabled and pd.p > 0:
         steps.append(
-            v2.RandomPhotometricDistort(
+            FastPhotometricDistort(
                 brightness=pd.brightness, contrast=pd.contrast, saturation=pd.saturation, hue=pd.hue, p=pd.p
             )
         )

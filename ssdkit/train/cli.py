@@ -1,4 +1,4 @@
-"""`ssdkit train CONFIG.yaml [--set key=value ...] [--resume [PATH]] [--out DIR]`.
+"""`ssdkit train CONFIG.yaml [--set key=value ...] [--data-root DIR] [--resume [PATH]] [--out DIR]`.
 
 Under torchrun every process runs this same command; only rank 0 prints and writes files.
 """
@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="continue from a checkpoint: PATH, or the run folder's last.pt when no PATH is given",
     )
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="the data folder of a recipe: the value of its ${VOC_ROOT} / ${COCO_ROOT} (else the environment's)",
+    )
     parser.add_argument("--out", default=None, metavar="DIR", help="run folder (default: train.out_dir)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
 
@@ -41,9 +47,11 @@ def run(args: argparse.Namespace) -> int:
     from ssdkit.train.config import RunConfig
     from ssdkit.train.overrides import ConfigKeyError
     from ssdkit.train.trainer import NonFiniteLossError, train
+    from ssdkit.train.variables import data_root_variables
 
     try:
-        cfg = RunConfig.from_file(args.config, overrides=args.overrides)
+        roots = data_root_variables(args.config, args.overrides, args.data_root)
+        cfg = RunConfig.from_file(args.config, overrides=args.overrides, variables=roots)
     except (FileNotFoundError, ConfigKeyError, ValueError) as exc:
         print(f"ssdkit train: {exc}", file=sys.stderr)
         return 2

@@ -14,13 +14,14 @@ dotted overrides (see ssdkit.train.overrides). Under `torchrun` every process re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ssdkit.config import SSDConfig, read_config_file, write_config_file
 from ssdkit.data import DataConfig
 from ssdkit.train.overrides import apply_overrides, unknown_key_hints
+from ssdkit.train.variables import expand_variables
 
 __all__ = ["TrainConfig", "EvalConfig", "InitConfig", "RunConfig", "example_configs", "config_path"]
 
@@ -54,7 +55,13 @@ class TrainConfig(BaseModel):
     epochs: Optional[int] = Field(None, ge=1, description="passes over the training set")
     max_steps: Optional[int] = Field(None, ge=1, description="optimizer steps (instead of epochs)")
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="SGD with momentum, or AdamW")
-    lr: float = Field(0.01, gt=0, description="base learning rate (for the per-process batch; not scaled)")
+    lr: float = Field(0.01, gt=0, description="base learning rate (for lr_reference_batch pictures when that is set)")
+    lr_reference_batch: Optional[int] = Field(
+        None,
+        ge=1,
+        description="the total batch `lr` is meant for: the rate used is lr * data.batch_size * processes / "
+        "lr_reference_batch (linear scaling rule); null: lr as given, whatever the batch",
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = Field(False, description="SGD: Nesterov momentum")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
@@ -146,11 +153,24 @@ class RunConfig(BaseModel):
     init: InitConfig = Field(default_factory=InitConfig)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], overrides: Sequence[str] = (), *, source: str = "run config") -> RunConfig:
-        """Validate a mapping after applying `overrides`; errors name the source and suggest keys."""
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        overrides: Sequence[str] = (),
+        *,
+        source: str = "run config",
+        variables: Optional[Mapping[str, str]] = None,
+    ) -> RunConfig:
+        """Validate a mapping after applying `overrides` and expanding `${NAME}` in its strings
+        (`variables` first, then the environment: see ssdkit.train.variables); errors name the
+        source and suggest keys."""
         if not isinstance(data, dict):
             raise ValueError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
         data = apply_overrides(cls, data, list(overrides))
+        try:
+            data = expand_variables(data, variables)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -159,11 +179,13 @@ class RunConfig(BaseModel):
             raise ValueError(f"{source}: {exc}{extra}") from exc
 
     @classmethod
-    def from_file(cls, path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
-        """Read YAML (safe loader) or JSON, apply `key=value` overrides, validate. `path` may also
-        name a shipped example (`example_configs()`), e.g. "shapes_tiny"."""
+    def from_file(
+        cls, path: str | Path, overrides: Sequence[str] = (), *, variables: Optional[Mapping[str, str]] = None
+    ) -> RunConfig:
+        """Read YAML (safe loader) or JSON, apply `key=value` overrides, expand `${NAME}`, validate.
+        `path` may also name a shipped example or recipe (`example_configs()`), e.g. "voc0712_ssd300"."""
         path = config_path(path)
-        return cls.from_dict(read_config_file(path), overrides, source=str(path))
+        return cls.from_dict(read_config_file(path), overrides, source=str(path), variables=variables)
 
     def with_overrides(self, overrides: Sequence[str]) -> RunConfig:
         return type(self).from_dict(self.model_dump(mode="json"), overrides)

@@ -27,7 +27,7 @@ from ssdkit.text import count
 from ssdkit.train import distributed as dist_utils
 from ssdkit.train.checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ssdkit.train.config import RunConfig
-from ssdkit.train.optim import build_optimizer
+from ssdkit.train.optim import build_optimizer, scaled_lr
 from ssdkit.train.runlog import MetricsFile, ProgressBar
 from ssdkit.train.schedule import build_scheduler
 
@@ -259,7 +259,9 @@ class Trainer:
         self.evaluate_fn = evaluate
         self.metric = "map" if evaluate is not None else "val_loss"
 
-        self.optimizer = build_optimizer(model, tc)
+        self.total_batch = cfg.data.batch_size * info.world_size
+        self.lr = scaled_lr(tc.lr, self.total_batch, tc.lr_reference_batch)
+        self.optimizer = build_optimizer(model, tc, lr=self.lr)
         self.scheduler = build_scheduler(
             self.optimizer,
             total_steps=self.total_steps,
@@ -470,6 +472,11 @@ class Trainer:
         if self.rng_to_restore is not None:
             set_rng_state(self.rng_to_restore)
             bar.write(f"resumed from {self.resume_path} at step {self.step} (epoch {self.epoch})")
+        if tc.lr_reference_batch is not None and self.lr != tc.lr:
+            bar.write(
+                f"learning rate {self.lr:.6g}: train.lr {tc.lr:g} is for a total batch of {tc.lr_reference_batch}, "
+                f"this run's is {self.total_batch} (linear scaling rule)"
+            )
         if self.val_loader is None and main and ec.enabled:
             bar.write("no validation data (data.val): no periodic evaluation and no best checkpoint")
         self.model.train()
