@@ -25,7 +25,8 @@ def as_config(cfg: SSDConfig | dict | str | Path) -> SSDConfig:
 
 
 def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
-    """Build every component named in `cfg` and assemble them into an `SSD`."""
+    """Build every component named in `cfg` and assemble them into an `SSD`, in eval mode (call
+    `.train()` to train it yourself; `ssdkit.train` does)."""
     cfg = as_config(cfg)
     backbone = BACKBONES.build(cfg.backbone)
     prior_generator = PRIORS.build(cfg.priors)
@@ -63,4 +64,4 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
         score_activation=getattr(loss, "score_activation", "softmax"),
     )
     model.config = cfg  # kept for checkpoints and export metadata; the model never reads it
-    return model
+    return model.eval()  # ready to predict; the trainer switches it to training mode
