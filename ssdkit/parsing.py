@@ -1,8 +1,9 @@
 """Reading YAML and JSON text from files a user (or a hostile party) wrote, at a bounded cost.
 
 Both readers refuse a key given twice in one mapping (the last would silently win) and nesting
-too deep for a recursive reader (YAML: `MAX_DEPTH`; JSON: Python's recursion limit), and, for YAML, more than `max_values` nodes counted while parsing (so a huge file
-stops early) and after alias expansion (`count_values`, so an alias bomb stops too). Errors are
+too deep for a recursive reader (YAML: `MAX_DEPTH`; JSON: Python's recursion limit). The YAML
+reader also refuses more than `max_values` nodes, counted while parsing (so a huge file stops
+early) and after alias expansion (`count_values`, so an alias bomb stops too). Errors are
 ValueError, whose message the caller prefixes with the file or the override.
 """
 
@@ -44,7 +45,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth = getattr(self, "_depth", 0) + 1
         try:
             if self._nodes > self.max_nodes:
-                raise ValueError(f"more than {self.max_nodes} values")
+                raise ValueError(f"holds more than {self.max_nodes} values")
             if self._depth > MAX_DEPTH:
                 raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
             return super().compose_node(parent, index)

@@ -280,3 +280,11 @@ def test_predict_from_threads_on_a_training_mode_model():
     assert all(same(det, expected[i]) for i, det in results.values())
     assert net.training
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in stats.items())
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_views_with_negative_strides(model, dtype):
+    """Flipped views (arr[::-1], as OpenCV users make) read like their copies."""
+    rgb = as_dtype(np.random.default_rng(6).integers(0, 256, (30, 40, 3), dtype=np.uint8), dtype)
+    for view in (rgb[::-1], rgb[:, ::-1], rgb[..., ::-1]):
+        assert same(model.predict(view), model.predict(view.copy()))

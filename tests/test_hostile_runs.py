@@ -124,7 +124,8 @@ def test_a_run_on_unreadable_data_stops_and_says_so(tmp_path):
     cfg = run_cfg(max_steps=4)
     cfg["data"]["train"] = voc_data(broken_voc(tmp_path / "voc", 8, bad=set(range(8))))
     cfg["data"]["on_bad_item"] = "skip"
-    with pytest.raises(TooManySkippedError, match=r"8 of the 8 training items .* data\.max_skipped_share=0\.1 of them: the run stops"):
+    message = r"8 of the 8 training items .* data\.max_skipped_share=0\.1 of them: the run stops"
+    with pytest.raises(TooManySkippedError, match=message):
         train(cfg, out_dir=tmp_path / "run")
 
 

@@ -97,7 +97,7 @@ def read_image(path: str | Path) -> tv_tensors.Image:
         raise BadItemError(str(path), f"cannot read the image: {exc.__cause__ or exc}") from exc
     if pixels.dtype != torch.uint8:  # 16-bit and 32-bit files: the data pipeline works in uint8
         pixels = as_255(pixels, torch.float32).round_().clamp_(0, 255).to(torch.uint8)
-    return tv_tensors.Image(pixels.contiguous())
+    return tv_tensors.Image(pixels)
 
 
 class DetectionDataset(Dataset):

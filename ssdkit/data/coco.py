@@ -3,8 +3,8 @@
 COCO category ids are not contiguous (1..90 for 80 classes); labels are: the categories sorted
 by id get labels 1..K. `label_to_cat_id` / `cat_id_to_label` map between the two (evaluation
 writes results with category ids). Boxes are COCO `[x, y, w, h]` pixels -> xyxy `[x, y, x + w, y + h]`.
-Crowd annotations (`iscrowd: 1`, also `"1"` or `true` as some exporters write) are kept and flagged: training leaves them out, COCO
-evaluation uses them as "ignore" regions.
+Crowd annotations (`iscrowd: 1`, also `"1"` or `true` as some exporters write) are kept and
+flagged: training leaves them out, COCO evaluation uses them as "ignore" regions.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Each root holds Annotations/<id>.xml, JPEGImages/<id>.jpg and ImageSets/Main/<image_set>.txt.
 VOC corners are 1-based inclusive pixels; a box (xmin, ymin, xmax, ymax) covers pixel columns
 xmin-1 .. xmax-1 counted from 0, so it becomes the continuous box [xmin - 1, ymin - 1, xmax, ymax].
-Boxes marked <difficult>1</difficult> (or true/yes, as some tools write) are kept and flagged; training drops them unless
-`keep_difficult` (as in the paper), evaluation keeps them flagged (they count neither way).
+Boxes marked <difficult>1</difficult> (or true/yes, as some tools write) are kept and flagged;
+training drops them unless `keep_difficult` (as in the paper), evaluation keeps them flagged
+(they count neither way).
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ class VOCDataset(DetectionDataset):
         except ET.ParseError as exc:
             raise BadItemError(str(xml), f"not valid XML: {exc}") from exc
         except DefusedXmlException as exc:
-            raise BadItemError(str(xml), f"refused: {exc}; VOC annotations need no DTD, entities or external files") from None
+            reason = f"refused: {exc}; VOC annotations need no DTD, entities or external files"
+            raise BadItemError(str(xml), reason) from None
         ann = tree.getroot()
         size = None
         node = ann.find("size")

@@ -59,22 +59,13 @@ def _read_data(path: Path) -> dict:
     return data
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available")
-    return device
-
-
 def run(args: argparse.Namespace) -> int:
     from ssdkit.build import build_model
-    from ssdkit.data import build_loader
+    from ssdkit.data import BadItemError, build_loader
+    from ssdkit.devices import resolve_device
     from ssdkit.evaluation.evaluate import evaluate
     from ssdkit.evaluation.report import format_table
+    from ssdkit.paths import check_output_folder
     from ssdkit.train.config import RunConfig
     from ssdkit.train.overrides import ConfigKeyError
     from ssdkit.weights import load_weights
@@ -90,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = RunConfig.from_dict(raw, args.overrides, source=args.config)
         if not weights.is_file():
             raise FileNotFoundError(f"weights not found: {weights}")
-        device = _device(args.device)
+        device = resolve_device(args.device)
         model = build_model(cfg.model)
         load_weights(model, weights)
         model.to(device)
@@ -101,15 +92,28 @@ def run(args: argparse.Namespace) -> int:
     protocol = args.protocol or cfg.eval.protocol
     use_07 = cfg.eval.use_07_metric if args.use_07_metric is None else True
     out = Path(args.out) if args.out is not None else weights.parent / "eval"
-    result = evaluate(
-        model,
-        loader,
-        protocol=protocol,
-        use_07_metric=use_07,
-        iou_threshold=args.iou,
-        out_dir=out,
-        progress=not args.no_progress,
-    )
+    try:
+        check_output_folder(out, "--out")
+    except ValueError as exc:
+        print(f"ssdkit eval: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate(
+            model,
+            loader,
+            protocol=protocol,
+            use_07_metric=use_07,
+            iou_threshold=args.iou,
+            out_dir=out,
+            progress=not args.no_progress,
+        )
+    except BadItemError as exc:
+        print(
+            f"ssdkit eval: {exc}\n(set data.on_bad_item=skip, e.g. --set data.on_bad_item=skip, to leave out and "
+            "count unreadable items)",
+            file=sys.stderr,
+        )
+        return 2
     print(format_table(result))
     curves = result["files"].get("pr_curves", [])
     print(f"wrote {result['files']['json']}" + (f" and {len(curves)} curves in {out / 'pr_curves'}" if curves else ""))

@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", "-o", type=Path, help="file to write (default: the weights' name with .onnx or .torchscript.pt)"
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: torch's exporter default)")
+    parser.add_argument(
+        "--opset", type=int, default=None, help="ONNX opset, 18 or newer (default: torch's exporter default)"
+    )
 
 
 def _config(text: str):
@@ -41,12 +43,18 @@ def run(args: argparse.Namespace) -> int:
 
     from ssdkit.build import build_model
     from ssdkit.export import MissingExtraError, require_export_extra, to_onnx, to_torchscript
+    from ssdkit.export.onnx import check_opset
+    from ssdkit.paths import check_output_file
     from ssdkit.weights import load_weights
 
     output = args.output or Path(args.weights).with_suffix(SUFFIX[args.format])
     try:
+        check_output_file(output, "--output")
+        if args.opset is not None and args.format != "onnx":
+            raise ValueError(f"--opset is for --format onnx; a {args.format} file has no opset")
         if args.format == "onnx":
             require_export_extra()  # before the slow part
+            check_opset(args.opset)
         model = build_model(_config(args.config)).eval()
         load_weights(model, args.weights)
         if args.format == "onnx":

@@ -23,6 +23,8 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ssdkit.devices import resolve_device
+from ssdkit.paths import check_output_folder
 from ssdkit.train import distributed as dist_utils
 from ssdkit.train.checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ssdkit.train.config import RunConfig
@@ -78,19 +80,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> this process's CUDA device when there is one, else CPU."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"train.device={name!r} but no CUDA device is available")
-        if device.index is None:
-            device = torch.device(f"cuda:{local_rank}")
-    return device
 
 
 @contextlib.contextmanager
@@ -209,6 +198,7 @@ class Trainer:
         from ssdkit.data import build_loader
 
         cfg, tc, info = self.cfg, self.tc, self.dist
+        check_output_folder(self.out_dir, "run folder (--out / train.out_dir)")
         if self.resume_path is not None and not self.resume_path.is_file():
             raise FileNotFoundError(f"no checkpoint to resume from: {self.resume_path}")
         if info.is_main and self.resume_path is None and (self.out_dir / LAST).exists():
@@ -375,15 +365,15 @@ class Trainer:
         """Stop once more than data.max_skipped_share of the items read were skipped (judged after
         min(100, data set size) items, summed over processes)."""
         share = self.cfg.data.max_skipped_share
-        counts = torch.tensor([float(self.skipped_items), float(self.items_seen)], device=self.device)
-        if self.dist.distributed:
-            dist_utils.all_reduce_sum(counts)
-        skipped, seen = counts.tolist()
+        skipped, seen = float(self.skipped_items), float(self.items_seen)
+        if self.dist.distributed:  # every process takes part, so that all stop together
+            counts = torch.tensor([skipped, seen], device=self.device)
+            skipped, seen = dist_utils.all_reduce_sum(counts).tolist()
         try:
             size = len(self.train_loader.dataset)
         except (AttributeError, TypeError):
             size = 100
-        if share >= 1 or seen < min(100, size) * (self.dist.world_size if self.dist.distributed else 1):
+        if share >= 1 or seen < min(100, size) * self.dist.world_size:
             return
         if skipped > share * seen:
             raise TooManySkippedError(
@@ -617,8 +607,9 @@ class Trainer:
                     or (tc.checkpoint_every is None and epoch_end)
                     or done
                 )
+                if want_save or improved:
+                    self._check_weights()  # on every process: all stop together
                 if main and (want_save or improved):
-                    self._check_weights()
                     state = self._state()
                     if want_save:
                         self._save(state, LAST)
