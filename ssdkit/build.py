@@ -43,8 +43,8 @@ def as_config(cfg: SSDConfig | dict | str | Path) -> SSDConfig:
 
 
 def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
-    """Build every component named in `cfg` and assemble them into an `SSD`, in eval mode (call
-    `.train()` to train it yourself; `ssdkit.train` does)."""
+    """Build every component named in `cfg` and assemble them into an `SSD` (in training mode, as
+    torch modules start; `predict` needs no `.eval()`, and `create_model` returns eval mode)."""
     cfg = as_config(cfg)
     backbone = BACKBONES.build(cfg.backbone)
     prior_generator = PRIORS.build(cfg.priors)
@@ -90,4 +90,4 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
             f"({MAX_OUTPUTS_PER_IMAGE:,}); lower image_size, the aspect ratios or num_classes, or raise that limit"
         )
     model.config = cfg  # kept for checkpoints and export metadata; the model never reads it
-    return model.eval()  # ready to predict; the trainer switches it to training mode
+    return model
