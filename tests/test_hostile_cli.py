@@ -144,7 +144,7 @@ def test_torchscript_refuses_a_wrong_input_size_as_eager_does(run_files, tmp_pat
     from ssdkit.export import to_torchscript
 
     config, _ = run_files
-    model = ssdkit.build_model(ssdkit.train.RunConfig.from_file(config).model)
+    model = ssdkit.build_model(ssdkit.train.RunConfig.from_file(config).model).eval()
     path = to_torchscript(model, tmp_path / "m.pt", with_postprocess=with_postprocess)
     loaded = torch.jit.load(str(path))
     x = torch.rand(2, 3, 64, 64)
