@@ -82,7 +82,7 @@ def as_dtype(rgb: np.ndarray, dtype: str) -> np.ndarray:
 LAYOUTS = ["numpy", "tensor", "numpy batch", "tensor batch", "pil", "png file", "tiff file"]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     layout=st.sampled_from(LAYOUTS),
     dtype=st.sampled_from(["uint8", "uint16", "float16", "float32", "float64"]),
