@@ -11,7 +11,25 @@ from ssdkit.model import SSD
 from ssdkit.predict import Preprocessor
 from ssdkit.registry import BACKBONES, BOX_CODERS, HEADS, LOSSES, MATCHERS, NMS, PRIORS
 
-__all__ = ["build_model", "as_config"]
+__all__ = ["build_model", "as_config", "MAX_HEAD_PARAMETERS", "MAX_OUTPUTS_PER_IMAGE"]
+
+# What a config that validates may cost once built; raise these for a model you mean to build.
+# The SSD300 VGG16 COCO head has 12.7 million parameters and 0.8 million scores a picture;
+# an LVIS-sized head (1203 classes) 161 million.
+MAX_HEAD_PARAMETERS = 200_000_000  # 800 MB in float32
+MAX_OUTPUTS_PER_IMAGE = 100_000_000  # priors x classes: 400 MB of logits a picture
+
+
+def _check_head_cost(cfg: SSDConfig, channels: list[int], anchors: list[int]) -> None:
+    """Refuse a head whose 3x3 convolutions would hold more than MAX_HEAD_PARAMETERS weights, before building it."""
+    params = sum(c * a for c, a in zip(channels, anchors, strict=False)) * (cfg.num_classes + 4) * 9
+    if params > MAX_HEAD_PARAMETERS:
+        raise ValueError(
+            f"the head would hold about {params:,} parameters ({params * 4 / 2**30:.1f} GiB in float32: "
+            f"num_classes={cfg.num_classes}, {sum(anchors):,} priors per location over the levels), more than "
+            f"ssdkit.build.MAX_HEAD_PARAMETERS ({MAX_HEAD_PARAMETERS:,}); lower num_classes or the aspect "
+            "ratios, or raise that limit"
+        )
 
 
 def as_config(cfg: SSDConfig | dict | str | Path) -> SSDConfig:
@@ -26,7 +44,8 @@ def as_config(cfg: SSDConfig | dict | str | Path) -> SSDConfig:
 
 
 def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
-    """Build every component named in `cfg` and assemble them into an `SSD`."""
+    """Build every component named in `cfg` and assemble them into an `SSD` (in training mode, as
+    torch modules start; `predict` needs no `.eval()`, and `create_model` returns eval mode)."""
     cfg = as_config(cfg)
     backbone = BACKBONES.build(cfg.backbone)
     prior_generator = PRIORS.build(cfg.priors)
@@ -36,6 +55,7 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
             f"priors has {len(prior_generator.num_anchors)} levels but backbone '{cfg.backbone.type}' "
             f"gives {levels} feature maps"
         )
+    _check_head_cost(cfg, list(backbone.out_channels), list(prior_generator.num_anchors))
     head = HEADS.build(
         cfg.head,
         in_channels=list(backbone.out_channels),
@@ -64,6 +84,13 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
         # a loss that trains independent sigmoids must be scored the same way at inference
         score_activation=getattr(loss, "score_activation", "softmax"),
     )
+    outputs = model.priors.shape[0] * cfg.num_classes
+    if outputs > MAX_OUTPUTS_PER_IMAGE:
+        raise ValueError(
+            f"this model predicts {model.priors.shape[0]:,} priors x {cfg.num_classes:,} classes = {outputs:,} scores "
+            f"per picture ({outputs * 4 / 2**30:.1f} GiB in float32), more than ssdkit.build.MAX_OUTPUTS_PER_IMAGE "
+            f"({MAX_OUTPUTS_PER_IMAGE:,}); lower image_size, the aspect ratios or num_classes, or raise that limit"
+        )
     model.config = cfg  # kept for checkpoints and export metadata; the model never reads it
     return model
 

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from ssdkit.parsing import count_values, load_json, load_yaml
 from ssdkit.registry import (
     ALL_REGISTRIES,
     BACKBONES,
@@ -47,24 +48,10 @@ MAX_CONFIG_BYTES = 32 << 20
 MAX_CONFIG_VALUES = 1_000_000
 
 
-def _count_values(data: Any, limit: int) -> int:
-    """Values in nested dicts and lists, a shared (YAML alias) value counted at each use; stops
-    counting past `limit`, so a self-containing or exponentially aliased structure costs little."""
-    count, stack = 0, [data]
-    while stack and count <= limit:
-        item = stack.pop()
-        count += 1
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return count
-
-
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a YAML (.yaml/.yml, safe loader) or JSON (.json) config file, with
-    clear errors, and bounded cost on hostile files (size, and values after alias expansion)."""
+    clear errors, and bounded cost on hostile files (size; values counted while parsing and after
+    alias expansion; nesting depth); a key given twice in one mapping is refused."""
     path = Path(path)
     if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
         raise ValueError(f"{path}: {path.stat().st_size} bytes is too large for a config (limit {MAX_CONFIG_BYTES})")
@@ -75,17 +62,17 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             f"{path}: not a text file, so not a YAML or JSON config; a checkpoint or weights file loads with "
             "ssdkit.load(path), or with --weights after a config"
         ) from None
+    is_json = path.suffix.lower() == ".json"
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = load_json(text) if is_json else load_yaml(text, MAX_CONFIG_VALUES)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+        raise ValueError(f"{path}: not valid {'JSON' if is_json else 'YAML'}: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the top level must be a mapping of config fields, got {type(data).__name__}")
-    if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
-        raise ValueError(
-            f"{path}: holds more than {MAX_CONFIG_VALUES} values once YAML aliases are expanded "
-            "(an alias bomb, or a structure that contains itself?); a config holds far fewer"
-        )
+    if is_json and count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise ValueError(f"{path}: holds more than {MAX_CONFIG_VALUES} values; a config holds far fewer")
     return data
 
 
@@ -113,7 +100,7 @@ def component(registry: Registry):
 class PreprocessConfig(BaseModel):
     """How a picture becomes the model's input: x = (pixel * scale - mean) / std, per channel."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     channel_order: Literal["RGB", "BGR"] = Field("RGB", description="channel order the network expects")
     scale: float = Field(1 / 255, gt=0, allow_inf_nan=False, description="applied to 0..255 pixel values first")
@@ -140,7 +127,7 @@ class SSDConfig(BaseModel):
     and turn it into a model with `ssdkit.build_model(cfg)`.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     num_classes: int = Field(..., ge=2, le=MAX_CLASSES, description="classes including background (label 0)")
     image_size: tuple[int, int] = Field(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -54,27 +55,81 @@ def strip_prefix(state: StateDict, prefix: str = "module.") -> StateDict:
     return state
 
 
-def load_pth(path: str | Path) -> Any:
+# torch.save writes zip entries uncompressed; a file whose entries unpack to much more than its
+# own size is a compressed archive made to expand ("zip bomb"), not something torch wrote.
+_UNPACK_SLACK = 1 << 20
+
+
+def _what_it_is(head: bytes) -> str:
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return "an HTML or XML page (a failed download saved as the weights?)"
+    if not head.strip(b"\0"):
+        return "only zero bytes (an incomplete copy or download?)"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "text"
+    return "in no format torch writes"
+
+
+def _check_container(path: Path, max_bytes: int | None) -> None:
+    """Refuse, before torch reads it, a file that is no torch file at all, or whose zip entries
+    claim more bytes unpacked than its own size allows (or than `max_bytes`)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"\x80"):
+        return  # torch's legacy (pre-1.6) format: a pickle, read with weights_only below
+    if not head.startswith(b"PK\x03\x04"):
+        raise ValueError(
+            f"{path}: not a weights file at all: it is {_what_it_is(head)}, starting {head[:24]!r}. A torch "
+            "weights file is a zip archive written by torch.save; fetch or copy it again"
+        )
+    try:
+        with zipfile.ZipFile(path) as z:
+            claimed = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable torch weights file (a damaged zip archive: {exc})") from None
+    limit = 2 * path.stat().st_size + _UNPACK_SLACK
+    if max_bytes is not None:
+        limit = min(limit, max_bytes)
+    if claimed > limit:
+        raise ValueError(
+            f"{path}: its entries claim {claimed:,} bytes once unpacked, more than the {limit:,} this file may "
+            f"hold ({'twice its size: torch does not compress' if limit != max_bytes else 'for this model'}); "
+            "refused before reading it (a decompression bomb, or the weights of a much larger model?)"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """torch's message without its advice to load with weights_only=False, which ssdkit never follows."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip() and "weights_only" not in ln]
+    return f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
+
+
+def load_pth(path: str | Path, *, max_bytes: int | None = None) -> Any:
     """`torch.load(path, map_location="cpu", weights_only=True)` with clear errors.
 
     A pickle that would call anything but torch's tensor rebuilders (i.e. run code)
-    is refused with ValueError, before any of it runs.
+    is refused with ValueError, before any of it runs; so is a file that is no torch file at
+    all, or one whose contents claim more memory than `max_bytes` (or twice its own size).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such weights file: {path}")
+    _check_container(path, max_bytes)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        if "weights_only" in detail:
+            detail = ""
         raise ValueError(
             f"{path}: refused to load: it is not a plain weights file, and unpickling it would import or "
             f"run code{f' ({detail})' if detail else ''}. ssdkit loads only tensors (torch.load with "
             "weights_only=True, or .safetensors). If you trust the file's source, load it yourself and save "
             "its state dict with torch.save(model.state_dict(), ...) or safetensors."
         ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable torch weights file: {exc}") from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a readable torch weights file ({_reason(exc)})") from None
 
 
 def _problem(kind: str, keys: list[str]) -> str:

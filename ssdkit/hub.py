@@ -19,7 +19,8 @@ def create_model(name: str | Path, *, weights: Optional[str | Path] = None, **ov
     config's `model` section is used). `weights`: a named weight of the preset (``"coco"``, see
     `ssdkit.presets.weights(name)`; fetched and cached by torch.hub) or a local file. Named weights
     fine-tune: with another `num_classes`, every tensor but the classification head's is loaded and
-    the head starts afresh (a warning lists its tensors).
+    the head starts afresh (a warning lists its tensors). The model comes in eval mode, ready to
+    predict (call `.train()` to train it in a loop of your own).
     """
     from ssdkit import pretrained
 
@@ -34,7 +35,7 @@ def create_model(name: str | Path, *, weights: Optional[str | Path] = None, **ov
         from ssdkit.weights import load_weights
 
         load_weights(model, weights)
-    return model
+    return model.eval()
 
 
 def _config_file(name: str | Path, overrides: dict[str, Any]):

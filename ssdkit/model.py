@@ -81,11 +81,19 @@ class SSD(nn.Module):
 
     @torch.no_grad()
     def _probe_feature_sizes(self) -> list[tuple[int, int]]:
-        """Run the backbone once on a blank input to learn its feature-map sizes."""
+        """Run the backbone once on a blank input to learn its feature-map sizes: on fake tensors
+        (shapes only, no memory: an 8192 x 8192 input would need gigabytes), or for real where a
+        backbone cannot run on them."""
         was_training = self.backbone.training
         self.backbone.eval()
         try:
-            feats = self.backbone(torch.zeros(1, 3, *self.image_size))
+            try:
+                from torch._subclasses.fake_tensor import FakeTensorMode
+
+                with FakeTensorMode(allow_non_fake_inputs=True):
+                    feats = self.backbone(torch.zeros(1, 3, *self.image_size))
+            except Exception:  # noqa: BLE001  (a plugin backbone doing what fake tensors cannot)
+                feats = self.backbone(torch.zeros(1, 3, *self.image_size))
         finally:
             self.backbone.train(was_training)
         return [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]

@@ -1,23 +1,26 @@
 """From users' pictures to detections in their own pixels.
 
-Accepted pictures: a PIL image, an HWC uint8 numpy array, a CHW torch tensor
-(uint8 0..255 or float 0..1), a file path, or a list mixing them, of any sizes.
+Accepted pictures (`ssdkit.pictures` states the contract): a PIL image, an HWC numpy array, a CHW
+torch tensor (uint8, uint16, or float 0..1), a file path, a list mixing them, of any sizes, or a
+batch: an NHWC numpy array or an NCHW tensor. EXIF orientation is applied: boxes are in the
+pixels a viewer shows.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any, Sequence
+import threading
+import weakref
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
+from ssdkit.pictures import as_255, read_picture, row_chunks
 from ssdkit.resize import ResizeMode, resize_bilinear
 
-__all__ = ["Preprocessor", "to_tensor", "predict"]
+__all__ = ["Preprocessor", "to_tensor", "predict", "evaluating"]
 
 
 class Preprocessor:
@@ -45,6 +48,18 @@ class Preprocessor:
         # resizing is linear, so the order only matters at float rounding level.
         return self.resize(self.normalize(pixels))
 
+    def picture(self, picture: Tensor) -> Tensor:
+        """A `read_picture` tensor (`[3, h, w]` uint8, uint16 or float 0..1, on any device) -> `[3, H, W]`
+        network input, the same values as `self(as_255(picture))`; converted a slice of rows at a time,
+        so that a large picture never exists in float64, only once in float32."""
+        _, h, w = picture.shape
+        wide = torch.float32 if picture.device.type == "mps" else torch.float64  # MPS has no float64
+        out = torch.empty((3, h, w), dtype=torch.float32, device=picture.device)
+        rows = row_chunks(h, w)
+        for r in rows:
+            out[:, r : r + rows.step] = self.normalize(as_255(picture[:, r : r + rows.step], wide))
+        return self.resize(out)
+
     def normalize(self, pixels: Tensor) -> Tensor:
         """`[3, h, w]` float RGB 0..255 -> `[3, h, w]` float32 (pixels * scale - mean) / std, channel order applied."""
         x = pixels
@@ -71,107 +86,82 @@ class Preprocessor:
         return f"Preprocessor(image_size={self.image_size}, channel_order={self.channel_order!r})"
 
 
-def _describe(obj: Any) -> str:
-    return str(obj) if isinstance(obj, (str, os.PathLike)) else type(obj).__name__
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """A PIL picture of any mode -> mode RGB (alpha dropped)."""
-    if image.mode == "La":  # premultiplied alpha: PIL converts it only to LA
-        image = image.convert("LA")
-    try:
-        return image.convert("RGB")
-    except ValueError as exc:
-        raise ValueError(f"cannot turn a PIL picture of mode {image.mode!r} into RGB: {exc}") from None
-
-
 def to_tensor(image: Any) -> Tensor:
-    """One picture -> `[3, h, w]` RGB in 0..255: float32, or float64 for float (0..1) pictures,
-    whose values x255 then still scale back to exactly the caller's values."""
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such image file: {path}")
-        try:
-            with Image.open(path) as im:  # reads the header only
-                limit = Image.MAX_IMAGE_PIXELS
-                if limit and im.width * im.height > limit:
-                    # PIL refuses at twice its limit and only warns below that; refuse at the limit, before
-                    # decoding a (possibly hostile) picture. Raise PIL.Image.MAX_IMAGE_PIXELS for trusted ones.
-                    raise Image.DecompressionBombError(
-                        f"{im.width}x{im.height} pixels exceed PIL.Image.MAX_IMAGE_PIXELS ({limit}); "
-                        "a decompression bomb? Raise that limit if you trust the file"
-                    )
-                im.load()
-                return to_tensor(im)
-        except (OSError, Image.DecompressionBombError, ValueError) as exc:
-            raise ValueError(f"cannot read image {path}: {exc}") from exc
-    if isinstance(image, Image.Image):
-        if image.width < 1 or image.height < 1:
-            raise ValueError(f"image has no pixels ({image.width}x{image.height})")
-        if image.mode.startswith("I;16"):
-            # 16 bits per pixel: 0..65535 onto 0..255 (65535 = 255 * 257), so that a 16-bit copy of an
-            # 8-bit picture (v * 257) gives exactly that picture's values.
-            arr = np.asarray(image, dtype=np.float32) / np.float32(257.0)
-            return torch.from_numpy(np.ascontiguousarray(arr))[None].expand(3, -1, -1).clone()
-        if image.mode == "I":  # 32-bit integers of no fixed range: stretched so that the maximum is 255
-            arr = np.asarray(image, dtype=np.float32).clip(min=0)
-            arr = arr * (255.0 / max(float(arr.max()), 1.0))
-            return torch.from_numpy(np.ascontiguousarray(arr))[None].expand(3, -1, -1).clone()
-        arr = np.asarray(_to_rgb(image))
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float()
-    if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = image[..., None].repeat(3, axis=2)
-        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-            raise ValueError(f"a numpy image must be HWC with 1, 3 or 4 channels, got shape {image.shape}")
-        if image.shape[0] < 1 or image.shape[1] < 1:
-            raise ValueError(f"image has no pixels (shape {image.shape})")
-        if image.shape[2] == 1:
-            image = image.repeat(3, axis=2)
-        t = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)
-        return t.float() if image.dtype.kind != "f" else t.double() * 255.0
-    if isinstance(image, Tensor):
-        if image.dim() != 3 or image.shape[0] not in (1, 3):
-            raise ValueError(f"a tensor image must be CHW with 1 or 3 channels, got shape {tuple(image.shape)}")
-        if image.shape[1] < 1 or image.shape[2] < 1:
-            raise ValueError(f"image has no pixels (shape {tuple(image.shape)})")
-        t = image.expand(3, -1, -1) if image.shape[0] == 1 else image
-        return t.float() if image.dtype == torch.uint8 else t.double() * 255.0
-    raise TypeError(
-        f"cannot use a {type(image).__name__} as an image; give a PIL image, an HWC uint8 numpy array, "
-        "a CHW tensor or a file path"
-    )
+    """One picture (see `ssdkit.pictures`) -> `[3, h, w]` RGB in 0..255, upright: float32, or float64 for
+    float (0..1) pictures, whose values x255 then still scale back to exactly the caller's values."""
+    return as_255(read_picture(image))
+
+
+def _items(images: Any) -> tuple[list[Any], bool]:
+    """(pictures, single): a list or tuple, a batch (NHWC numpy array, NCHW tensor), or one picture."""
+    if isinstance(images, (list, tuple)):
+        return list(images), False
+    if (isinstance(images, np.ndarray) and images.ndim == 4) or (isinstance(images, Tensor) and images.dim() == 4):
+        return list(images), False
+    return [images], True
+
+
+_LOCK = threading.Lock()
+_ACTIVE: weakref.WeakKeyDictionary[torch.nn.Module, list] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """`model` in eval mode for the block, safe under concurrent calls: a model already in eval mode
+    is left untouched; one in training mode is switched by the first call in and switched back by the
+    last call out, so no call runs while another restores training mode (BatchNorm would then update
+    its statistics and detections would change)."""
+    with _LOCK:
+        entry = _ACTIVE.get(model)
+        if entry is None:
+            entry = _ACTIVE[model] = [0, model.training]
+            if model.training:
+                model.eval()
+        entry[0] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _ACTIVE[model]
+                if entry[1]:
+                    model.train()
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    return int(batch_size)
 
 
 @torch.inference_mode()
 def predict(model: Any, images: Any, batch_size: int = 8) -> Any:
     """Detect objects; returns one dict per picture (a single dict for a single picture):
-    boxes [N, 4] xyxy in that picture's pixels, scores [N], labels [N], names (list of str).
+    boxes [N, 4] xyxy in that picture's displayed pixels, scores [N], labels [N], names (list of str).
+
+    Safe to call from several threads on one model (see `evaluating`). Pictures are read one at a
+    time, each kept only as its `[3, H, W]` network input.
     """
-    single = not isinstance(images, (list, tuple))
-    items = [images] if single else list(images)
+    batch_size = _check_batch_size(batch_size)
+    items, single = _items(images)
     if model.preprocessor is None:
         raise RuntimeError("this model has no preprocessor; build it with ssdkit.build_model(cfg)")
     device = model.priors.device
-    was_training = model.training
-    model.eval()
     results = []
-    try:
+    with evaluating(model):
         for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            pixels = [to_tensor(im) for im in chunk]
-            sizes = [(p.shape[1], p.shape[2]) for p in pixels]  # (h, w)
-            # MPS has no float64; there the 0..1 round trip is only float32-exact.
-            dtype = torch.float32 if device.type == "mps" else None
-            batch = torch.stack([model.preprocessor(p.to(device, dtype)) for p in pixels])
-            loc, logits = model(batch)
+            inputs, sizes = [], []
+            for im in items[start : start + batch_size]:
+                picture = read_picture(im)
+                sizes.append((picture.shape[1], picture.shape[2]))  # (h, w)
+                inputs.append(model.preprocessor.picture(picture.to(device)))
+                del picture
+            loc, logits = model(torch.stack(inputs))
             for det, (h, w) in zip(model.postprocess(loc, logits), sizes, strict=True):
                 scale = torch.tensor([w, h, w, h], dtype=det["boxes"].dtype, device=det["boxes"].device)
                 names = [model.class_names[i - 1] for i in det["labels"].tolist()]
                 results.append(
                     {"boxes": det["boxes"] * scale, "scores": det["scores"], "labels": det["labels"], "names": names}
                 )
-    finally:
-        model.train(was_training)
     return results[0] if single else results

@@ -54,10 +54,10 @@ def _pictures(items: list[str]) -> list[Path]:
 
 def _detector(args: argparse.Namespace) -> tuple[Callable[[list[Path]], list[dict[str, Any]]], list[str]]:
     """(pictures -> detections, class names) for the model that SOURCE names, in PyTorch."""
-    from ssdkit.evaluation.cli import _device
+    from ssdkit.devices import resolve_device
     from ssdkit.sources import build, resolve
 
-    model = build(resolve(args.source, args.weights)).eval().to(_device(args.device))
+    model = build(resolve(args.source, args.weights)).eval().to(resolve_device(args.device))
     return (lambda paths: model.predict([str(p) for p in paths], batch_size=args.batch_size)), model.class_names
 
 

@@ -293,10 +293,10 @@ def init_from(model: nn.Module, value: str | Path) -> list[str]:
     if named is not None:
         return load_fitting(model, detector_state(named), f"named weights {named.name!r}")
     from ssdkit.sources import run_checkpoint
-    from ssdkit.weights import read_ssd_state
+    from ssdkit.weights import claim_limit, read_ssd_state
 
     path = Path(value).expanduser()
     if path.is_dir():
         path = run_checkpoint(path)
-    state, _ = read_ssd_state(path)
+    state, _ = read_ssd_state(path, max_bytes=claim_limit(model))
     return load_fitting(model, state, str(path))

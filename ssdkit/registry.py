@@ -53,7 +53,7 @@ class ComponentConfig(BaseModel):
     Subclasses add the component's own fields; unknown fields are rejected.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True, allow_inf_nan=False)
 
     type: str
 

@@ -8,6 +8,7 @@ Reading never unpickles code (safetensors, or torch.load with weights_only=True)
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -78,6 +79,17 @@ def _atomic_write(path: Path, write) -> None:
     _fsync_dir(path.parent)
 
 
+def remove_stale_temps(folder: Path, names: list[str]) -> int:
+    """Delete the temporary files `_atomic_write` left in `folder` for `names` when killed mid-write
+    (call it only where no other process writes those files now); returns how many."""
+    count = 0
+    for name in names:
+        for tmp in folder.glob(f".{glob.escape(name)}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            count += 1
+    return count
+
+
 def save_weights(model: nn.Module, path: str | Path, *, extra_meta: dict[str, str] | None = None) -> Path:
     """Write `model.state_dict()` to `path` (.safetensors, or .pth / .pt) atomically; returns the path.
 
@@ -124,9 +136,17 @@ def reject_url(value: str | None) -> str | None:
     return value
 
 
-def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+def claim_limit(model: nn.Module) -> int:
+    """Bytes a torch file loaded into `model` may claim once unpacked: its tensors four times over
+    (a training checkpoint holds the optimizer's state too), plus 64 MB for metadata and small models."""
+    own = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 4 * own + (64 << 20)
+
+
+def read_state_dict(path: str | Path, *, max_bytes: int | None = None) -> tuple[dict[str, Tensor], dict[str, str]]:
     """(state dict, metadata) of a .safetensors file or a torch file holding a bare state dict or
-    save_weights' dict. Metadata: str -> str, empty when the file has none."""
+    save_weights' dict. Metadata: str -> str, empty when the file has none. `max_bytes`: refuse a
+    torch file claiming more memory than that (see `claim_limit`) before reading it."""
     reject_url(str(path))
     path = Path(path).expanduser()
     if not path.is_file():
@@ -140,7 +160,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]
                 return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118 (safe_open is not a dict)
         except SafetensorError as exc:
             raise ValueError(f"{path}: not a readable safetensors file: {exc}") from None
-    obj = load_pth(path)
+    obj = load_pth(path, max_bytes=max_bytes)
     meta: dict[str, str] = {}
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         meta = {k: v for k, v in obj.items() if k != "state_dict" and isinstance(v, str)}
@@ -170,9 +190,10 @@ def _listing(kind: str, keys: list[str]) -> str:
     return f"{len(keys)} {kind}: {', '.join(keys[:_SHOWN])}{more}"
 
 
-def read_ssd_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """`read_state_dict`, with a torchvision or ssd.pytorch SSD's keys converted to ssdkit's."""
-    state, meta = read_state_dict(path)
+def read_ssd_state(path: str | Path, *, max_bytes: int | None = None) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """`read_state_dict` (with its `max_bytes` bound), with a torchvision or ssd.pytorch SSD's keys
+    converted to ssdkit's."""
+    state, meta = read_state_dict(path, max_bytes=max_bytes)
     state = strip_prefix(state)
     layout = detect_layout(state)
     if layout != "ssdkit":
@@ -193,7 +214,7 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> Loa
     A shape mismatch is always a ValueError naming the tensor and both shapes; missing or
     unexpected keys are one too when `strict`, otherwise they are returned.
     """
-    state, meta = read_ssd_state(path)
+    state, meta = read_ssd_state(path, max_bytes=claim_limit(model))
     own = model.state_dict()
     for k in own:  # the model's order: "first" means first in the network
         v = state.get(k)

@@ -12,12 +12,12 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ssdkit.data.errors import BadItemError
+from ssdkit.pictures import as_255, open_picture, read_picture
 
 __all__ = ["Record", "DetectionDataset", "read_image", "check_boxes", "BOX_TOLERANCE"]
 
@@ -85,19 +85,19 @@ def check_boxes(rec: Record, size: Optional[tuple[int, int]]) -> Tensor:
 
 
 def read_image(path: str | Path) -> tv_tensors.Image:
-    """A picture file -> `[3, H, W]` uint8 RGB; `BadItemError` naming the file if it is missing or unreadable.
+    """A picture file -> `[3, H, W]` uint8 RGB, upright; `BadItemError` naming the file if it is missing,
+    unreadable, or claims more than `PIL.Image.MAX_IMAGE_PIXELS` pixels.
 
-    EXIF orientation is not applied: annotations refer to the stored pixels."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadItemError(str(path), "no such image file")
+    EXIF orientation is applied (as predict does): annotations refer to the displayed pixels."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            arr = np.array(im if im.mode == "RGB" else im.convert("RGB"))  # one writable copy
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise BadItemError(str(path), f"cannot read the image: {type(exc).__name__}: {exc}") from exc
-    return tv_tensors.Image(torch.from_numpy(arr).permute(2, 0, 1))
+        pixels = read_picture(open_picture(path))
+    except FileNotFoundError:
+        raise BadItemError(str(path), "no such image file") from None
+    except ValueError as exc:
+        raise BadItemError(str(path), f"cannot read the image: {exc.__cause__ or exc}") from exc
+    if pixels.dtype != torch.uint8:  # 16-bit and 32-bit files: the data pipeline works in uint8
+        pixels = as_255(pixels, torch.float32).round_().clamp_(0, 255).to(torch.uint8)
+    return tv_tensors.Image(pixels)
 
 
 class DetectionDataset(Dataset):

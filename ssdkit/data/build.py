@@ -50,6 +50,11 @@ def check_classes(dataset: DetectionDataset, model_cfg: Any, what: str = "the da
         )
 
 
+def _expand_ratio(aug: Any) -> float:
+    ex = aug.expand
+    return float(ex.max_ratio) if aug.enabled and ex.enabled and ex.p > 0 else 1.0
+
+
 def build_loader(
     data_cfg: Union[DataConfig, dict[str, Any]],
     model_cfg: Any,
@@ -86,6 +91,7 @@ def build_loader(
         transform=train_transform(data_cfg.augment, pre.mean_pixel()) if train else None,
         on_bad_item=data_cfg.on_bad_item,
         seed=seed,
+        expand_ratio=_expand_ratio(data_cfg.augment) if train else 1.0,
     )
     batch_size = data_cfg.batch_size if train else (data_cfg.val_batch_size or data_cfg.batch_size)
     sampler = EpochSampler(len(items), shuffle=train, seed=seed, rank=rank, world_size=world_size, pad=train)

@@ -3,8 +3,8 @@
 COCO category ids are not contiguous (1..90 for 80 classes); labels are: the categories sorted
 by id get labels 1..K. `label_to_cat_id` / `cat_id_to_label` map between the two (evaluation
 writes results with category ids). Boxes are COCO `[x, y, w, h]` pixels -> xyxy `[x, y, x + w, y + h]`.
-Crowd annotations (`iscrowd: 1`) are kept and flagged: training leaves them out, COCO
-evaluation uses them as "ignore" regions.
+Crowd annotations (`iscrowd: 1`, also `"1"` or `true` as some exporters write) are kept and
+flagged: training leaves them out, COCO evaluation uses them as "ignore" regions.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import torch
 from pydantic import Field
 
 from ssdkit.data.base import DetectionDataset, Record
+from ssdkit.data.fields import as_flag
+from ssdkit.parsing import load_json
 from ssdkit.registry import DATASETS, ComponentConfig
 
 __all__ = ["COCOConfig", "COCODataset"]
@@ -51,9 +53,11 @@ class COCODataset(DetectionDataset):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such COCO annotation file")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = load_json(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+        except ValueError as exc:  # a duplicate key, deep nesting
+            raise ValueError(f"{path}: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: the top level must be an object with images, annotations, categories")
 
@@ -66,6 +70,14 @@ class COCODataset(DetectionDataset):
             if cid in by_id:
                 raise ValueError(f"{path}: category id {cid} appears twice")
             by_id[cid] = _need(c, "name", str, f"categories[{k}]", path)
+        named: dict[str, int] = {}
+        for cid, name in sorted(by_id.items()):
+            if name in named:
+                raise ValueError(
+                    f"{path}: categories {named[name]} and {cid} are both named {name!r}; per-class results "
+                    "would mix them: rename one, or merge their annotations into one category"
+                )
+            named[name] = cid
         cat_ids = sorted(by_id)
         self.class_names = [by_id[c] for c in cat_ids]
         self.label_to_cat_id: dict[int, int] = {k + 1: c for k, c in enumerate(cat_ids)}
@@ -109,7 +121,10 @@ class COCODataset(DetectionDataset):
                 raise ValueError(f"{path}: {where} bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
             owner[k], labels[k], ann_ids[k] = index_of[iid], self.cat_id_to_label[cid], aid
             xywh[k] = bbox
-            crowd[k] = bool(a.get("iscrowd", 0))
+            try:
+                crowd[k] = as_flag(a.get("iscrowd", 0), "iscrowd")
+            except ValueError as exc:
+                raise ValueError(f"{path}: {where} {exc}") from None
         # Annotations grouped by image (stable: file order within an image), as flat arrays: a
         # COCO-sized file stays compact and is shared, not copied, by forked workers.
         order = np.argsort(owner, kind="stable")

@@ -13,7 +13,7 @@ __all__ = ["DataConfig", "AugmentConfig", "PhotometricConfig", "ExpandConfig", "
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _range(v: tuple[float, float], name: str) -> tuple[float, float]:
@@ -126,4 +126,11 @@ class DataConfig(_Strict):
     )
     on_bad_item: Literal["error", "skip"] = Field(
         "error", description="an unreadable item: stop with an error naming it, or skip it with a warning"
+    )
+    max_skipped_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="on_bad_item=skip: training stops once more than this share of the items read were skipped "
+        "(judged after min(100, data set size) items); 1 never stops",
     )

@@ -20,12 +20,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from ssdkit.data.base import DetectionDataset
 from ssdkit.data.errors import BadItemError, BadItemWarning
 from ssdkit.predict import Preprocessor
 
-__all__ = ["ModelInputs", "Skipped", "item_seed"]
+__all__ = ["ModelInputs", "Skipped", "item_seed", "MAX_SIDE_FACTOR", "MAX_AUGMENT_PIXELS"]
+
+# Bounds on a training picture before augmentation (see ModelInputs._bounded).
+MAX_SIDE_FACTOR = 4
+MAX_AUGMENT_PIXELS = 64_000_000
 
 
 class Skipped(NamedTuple):
@@ -57,6 +62,7 @@ class ModelInputs(Dataset):
         transform: Optional[Any] = None,
         on_bad_item: str = "error",
         seed: int = 0,
+        expand_ratio: float = 1.0,
     ) -> None:
         if on_bad_item not in ("error", "skip"):
             raise ValueError(f"on_bad_item must be 'error' or 'skip', got {on_bad_item!r}")
@@ -66,6 +72,7 @@ class ModelInputs(Dataset):
         self.transform = transform
         self.on_bad_item = on_bad_item
         self.seed = seed
+        self.expand_ratio = float(expand_ratio)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -93,6 +100,7 @@ class ModelInputs(Dataset):
                 # indexing unwraps a tv_tensor into a plain tensor, which transforms.v2 would not move
                 target["boxes"] = tv_tensors.wrap(target["boxes"][keep], like=target["boxes"])
             if self.transform is not None:
+                image, target = self._bounded(image, target)
                 image, target = self._augment(image, target, item_seed(self.seed, epoch, index))
             # Resize first, still uint8: an expanded picture can be 16x the pixels, and torch's uint8
             # bilinear kernel is ~3x faster than the float one (docs/benchmarks.md); resizing and
@@ -113,6 +121,19 @@ class ModelInputs(Dataset):
             "path": target["path"],
         }
         return x, out
+
+    def _bounded(self, image: Any, target: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """A picture shrunk (antialiased) so that augmenting it stays cheap: its longer side at most
+        MAX_SIDE_FACTOR x the network input's, and its zoom-out canvas (expand_ratio^2 x its pixels)
+        at most MAX_AUGMENT_PIXELS. A 12 MP photo zoomed out 16x would otherwise need 9 GB; the
+        network sees at most its input size of any crop, so the shrunk picture loses nothing it uses."""
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        side = max(self.preprocessor.image_size)
+        scale = min(1.0, MAX_SIDE_FACTOR * side / max(h, w), (MAX_AUGMENT_PIXELS / (h * w)) ** 0.5 / self.expand_ratio)
+        if scale >= 1.0:
+            return image, target
+        size = [max(1, round(h * scale)), max(1, round(w * scale))]
+        return v2.Resize(size, antialias=True)(image, target)
 
     def _augment(self, image: Any, target: dict[str, Any], seed: int) -> tuple[Any, dict[str, Any]]:
         # transforms.v2 draws from torch's global CPU generator; borrow it for this item.

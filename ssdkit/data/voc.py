@@ -3,8 +3,9 @@
 Each root holds Annotations/<id>.xml, JPEGImages/<id>.jpg and ImageSets/Main/<image_set>.txt.
 VOC corners are 1-based inclusive pixels; a box (xmin, ymin, xmax, ymax) covers pixel columns
 xmin-1 .. xmax-1 counted from 0, so it becomes the continuous box [xmin - 1, ymin - 1, xmax, ymax].
-Boxes marked <difficult>1</difficult> are kept and flagged; training drops them unless
-`keep_difficult` (as in the paper), evaluation keeps them flagged (they count neither way).
+Boxes marked <difficult>1</difficult> (or true/yes, as some tools write) are kept and flagged;
+training drops them unless `keep_difficult` (as in the paper), evaluation keeps them flagged
+(they count neither way).
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Literal, Optional, Union
 
+import defusedxml.ElementTree as SafeET
 import torch
+from defusedxml import DefusedXmlException
 from pydantic import Field, field_validator
 
 from ssdkit.data.base import DetectionDataset, Record
 from ssdkit.data.errors import BadItemError
+from ssdkit.data.fields import as_flag, as_size
 from ssdkit.presets import VOC_CLASSES
 from ssdkit.registry import DATASETS, ComponentConfig
 
@@ -54,6 +58,14 @@ def _number(node: ET.Element, tag: str, xml: Path, what: str) -> float:
         return float(text)
     except ValueError:
         raise BadItemError(str(xml), f"{what}: <{tag}> is not a number: {text!r}") from None
+
+
+def _field(read, value: str, xml: Path, what: str):
+    """`read(value, what)` (ssdkit.data.fields), its ValueError as a BadItemError naming the file."""
+    try:
+        return read(value, what)
+    except ValueError as exc:
+        raise BadItemError(str(xml), str(exc)) from None
 
 
 @DATASETS.register("voc", config=VOCConfig)
@@ -93,14 +105,19 @@ class VOCDataset(DetectionDataset):
         if not xml.is_file():
             raise BadItemError(str(xml), f"no such annotation file (image {image})")
         try:
-            tree = ET.parse(xml)  # noqa: S314  (local annotation files; no entity expansion in expat defaults)
+            # defusedxml: entity declarations (the "billion laughs") and external references are
+            # refused on any Python, whatever expat version it bundles.
+            tree = SafeET.parse(xml)
         except ET.ParseError as exc:
             raise BadItemError(str(xml), f"not valid XML: {exc}") from exc
+        except DefusedXmlException as exc:
+            reason = f"refused: {exc}; VOC annotations need no DTD, entities or external files"
+            raise BadItemError(str(xml), reason) from None
         ann = tree.getroot()
         size = None
         node = ann.find("size")
         if node is not None:
-            w, h = int(_number(node, "width", xml, "<size>")), int(_number(node, "height", xml, "<size>"))
+            w, h = (_field(as_size, _text(node, t, xml, "<size>"), xml, f"<size> <{t}>") for t in ("width", "height"))
             size = (h, w) if h > 0 and w > 0 else None  # some tools write 0: the picture tells
         boxes, labels, difficult, refs = [], [], [], []
         for k, obj in enumerate(ann.iter("object")):
@@ -115,7 +132,8 @@ class VOCDataset(DetectionDataset):
                 raise BadItemError(str(xml), f"{what} has no <bndbox>")
             x1, y1, x2, y2 = (_number(bnd, t, xml, what) for t in ("xmin", "ymin", "xmax", "ymax"))
             flag = obj.find("difficult")
-            difficult.append(flag is not None and (flag.text or "0").strip() not in ("0", ""))
+            text = "" if flag is None else flag.text or ""
+            difficult.append(_field(as_flag, text, xml, f"{what} <difficult>"))
             boxes.append([x1 - 1, y1 - 1, x2, y2])
             labels.append(self._label[name])
             refs.append(f"{what} <bndbox> xmin={x1:g} ymin={y1:g} xmax={x2:g} ymax={y2:g}:")

@@ -77,23 +77,14 @@ def _example_or_name(name: str) -> str | Path:
     return name
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available")
-    return device
-
-
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ssdkit.data import build_loader
+    from ssdkit.data import BadItemError, build_loader
+    from ssdkit.devices import resolve_device
     from ssdkit.evaluation.evaluate import evaluate
     from ssdkit.evaluation.report import format_table
+    from ssdkit.paths import check_output_folder
     from ssdkit.sources import build, resolve
     from ssdkit.train.config import RunConfig
     from ssdkit.train.overrides import ConfigKeyError
@@ -113,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         if source.weights is None:
             raise ValueError(f"{args.config} carries no weights: give --weights (a checkpoint or weights file)")
         weights = Path(source.weights)
-        device = _device(args.device)
+        device = resolve_device(args.device)
         model = build(replace(source, model=cfg.model))
         model.to(device)
         loader = build_loader(cfg.data, cfg.model, "val")
@@ -123,15 +114,28 @@ def run(args: argparse.Namespace) -> int:
     protocol = args.protocol or cfg.eval.protocol
     use_07 = cfg.eval.use_07_metric if args.use_07_metric is None else True
     out = Path(args.out) if args.out is not None else weights.parent / "eval"
-    result = evaluate(
-        model,
-        loader,
-        protocol=protocol,
-        use_07_metric=use_07,
-        iou_threshold=args.iou,
-        out_dir=out,
-        progress=not args.no_progress,
-    )
+    try:
+        check_output_folder(out, "--out")
+    except ValueError as exc:
+        print(f"ssdkit eval: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate(
+            model,
+            loader,
+            protocol=protocol,
+            use_07_metric=use_07,
+            iou_threshold=args.iou,
+            out_dir=out,
+            progress=not args.no_progress,
+        )
+    except BadItemError as exc:
+        print(
+            f"ssdkit eval: {exc}\n(set data.on_bad_item=skip, e.g. --set data.on_bad_item=skip, to leave out and "
+            "count unreadable items)",
+            file=sys.stderr,
+        )
+        return 2
     print(format_table(result))
     curves = result["files"].get("pr_curves", [])
     print(f"wrote {result['files']['json']}" + (f" and {len(curves)} curves in {out / 'pr_curves'}" if curves else ""))

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ssdkit.metrics import coco_map, voc_map
+from ssdkit.predict import evaluating
 
 __all__ = ["evaluate", "collect_detections", "PROTOCOLS"]
 
@@ -57,9 +58,7 @@ def collect_detections(
     gts: list[dict[str, Tensor]] = []
     skipped = 0
     start = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
             images, targets, skip = _unpack(batch)
             skipped += skip
@@ -92,8 +91,6 @@ def collect_detections(
                 if "image_id" in t:
                     gt["image_id"] = int(t["image_id"])
                 gts.append(gt)
-    finally:
-        model.train(was_training)
     info = {"images": len(preds), "skipped": skipped, "seconds": time.perf_counter() - start}
     return preds, gts, info
 

@@ -33,18 +33,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", "-o", type=Path, help="file to write (default: the weights' name with .onnx or .torchscript.pt)"
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: torch's exporter default)")
+    parser.add_argument(
+        "--opset", type=int, default=None, help="ONNX opset, 18 or newer (default: torch's exporter default)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from ssdkit.export import MissingExtraError, require_export_extra, to_onnx, to_torchscript
+    from ssdkit.export.onnx import check_opset
+    from ssdkit.paths import check_output_file
     from ssdkit.sources import build, resolve
 
     try:
+        if args.opset is not None and args.format != "onnx":
+            raise ValueError(f"--opset is for --format onnx; a {args.format} file has no opset")
         if args.format == "onnx":
             require_export_extra()  # before the slow part
+            check_opset(args.opset)
         source = resolve(args.config, args.weights)
         if source.weights is None:
             raise ValueError(f"{args.config} carries no weights: give --weights (a file, or a preset's named weights)")
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         # beside the weights file; for a preset's named weights, e.g. ssdlite320_mobilenet_v3_coco.onnx here
         named = f"{source.preset}_{weights}{SUFFIX[args.format]}" if source.preset and not weights.suffix else None
         output = args.output or (Path(named) if named else weights.with_suffix(SUFFIX[args.format]))
+        check_output_file(output, "--output")
         model = build(source).eval()
         if args.format == "onnx":
             to_onnx(model, output, with_postprocess=args.with_postprocess, opset=args.opset)

@@ -77,16 +77,43 @@ def _stable_sort_to_onnx(values: Any, *, stable: bool | None = None, dim: int = 
     return op.TopK(values, size, axis=dim, largest=int(descending), sorted=1)
 
 
+# torch's exporter (dynamo=True) translates to opset 18 and newer; older opsets it would only
+# down-convert where a converter exists, and write 18 silently where not.
+MIN_OPSET = 18
+
+
+def check_opset(opset: int | None) -> None:
+    """Refuse an opset the exporter cannot write (ValueError naming the range)."""
+    if opset is None:
+        return
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ValueError(
+            f"opset {opset!r} cannot be written: ssdkit exports with torch's exporter, which writes opsets "
+            f"{MIN_OPSET}..{newest} (this onnx package's newest); for an older runtime, convert the file "
+            "yourself (onnx.version_converter) and check its outputs"
+        )
+
+
+def _written_opset(proto: Any) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), -1)
+
+
 def to_onnx(model: nn.Module, path: str | Path, *, with_postprocess: bool = False, opset: int | None = None) -> Path:
     """Export `model` (an `ssdkit.SSD`) to an ONNX file at `path` (written atomically); returns the path.
 
     with_postprocess: include decoding and NMS (`ExportableDetector`); needs the 'hard' NMS.
-    opset: the ONNX opset (default: torch's exporter default).
+    opset: the ONNX opset, MIN_OPSET or newer (default: torch's exporter default); the file is
+    written in exactly that opset or not at all.
     """
     require_export_extra()
     import onnx
 
     from ssdkit.weights import _atomic_write
+
+    check_opset(opset)
 
     path = Path(path)
     was_training = model.training
@@ -113,6 +140,8 @@ def to_onnx(model: nn.Module, path: str | Path, *, with_postprocess: bool = Fals
     finally:
         model.train(was_training)
     proto = program.model_proto
+    if opset is not None and _written_opset(proto) != opset:
+        raise ValueError(f"asked for ONNX opset {opset}, but torch's exporter wrote {_written_opset(proto)}")
     onnx.helper.set_model_props(proto, export_metadata(model, with_postprocess))
     data = proto.SerializeToString()
     path.parent.mkdir(parents=True, exist_ok=True)

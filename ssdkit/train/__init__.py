@@ -16,7 +16,16 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["RunConfig", "TrainConfig", "EvalConfig", "train", "Trainer", "TrainResult", "NonFiniteLossError"]
+__all__ = [
+    "RunConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "train",
+    "Trainer",
+    "TrainResult",
+    "NonFiniteLossError",
+    "TooManySkippedError",
+]
 
 # Imported on first use: `import ssdkit.train.checkpoint` (or the CLI's --help) does not pay for
 # the data and evaluation packages.
@@ -28,6 +37,7 @@ _LAZY = {
     "Trainer": "trainer",
     "TrainResult": "trainer",
     "NonFiniteLossError": "trainer",
+    "TooManySkippedError": "trainer",
 }
 
 

@@ -42,10 +42,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with `weights_only=True`; a file that is not one is a ValueError naming it."""
+def load_checkpoint(path: str | Path, *, max_bytes: int | None = None) -> dict[str, Any]:
+    """Read a checkpoint with `weights_only=True`; a file that is not one is a ValueError naming it.
+    `max_bytes`: refuse one claiming more memory unpacked (`ssdkit.weights.claim_limit(model)`)."""
     path = Path(path)
-    obj = load_pth(path)
+    obj = load_pth(path, max_bytes=max_bytes)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(
             f"{path}: not an ssdkit training checkpoint (no format={FORMAT!r} entry); "

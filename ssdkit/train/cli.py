@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ssdkit.train.config import RunConfig
     from ssdkit.train.overrides import ConfigKeyError
-    from ssdkit.train.trainer import NonFiniteLossError, train
+    from ssdkit.train.trainer import NonFiniteLossError, TooManySkippedError, train
     from ssdkit.train.variables import data_root_variables
 
     try:
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         out = str(Path(resume).parent)  # continue in the checkpoint's own run folder
     try:
         result = train(cfg, out_dir=out, resume=resume, progress=False if args.no_progress else None)
-    except NonFiniteLossError as exc:
+    except (NonFiniteLossError, TooManySkippedError) as exc:
         print(f"ssdkit train: {exc}", file=sys.stderr)
         return 3
     except (FileExistsError, FileNotFoundError, ValueError) as exc:

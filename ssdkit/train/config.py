@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ssdkit.config import SSDConfig, read_config_file, write_config_file
 from ssdkit.data import DataConfig
+from ssdkit.devices import check_device_name
 from ssdkit.train.overrides import apply_overrides, unknown_key_hints
 from ssdkit.train.variables import expand_variables
 
@@ -50,7 +51,7 @@ def config_path(value: str | Path) -> Path:
 class TrainConfig(BaseModel):
     """Optimisation and bookkeeping of a run. Give the length as `epochs` or `max_steps` (one of them)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     epochs: Optional[int] = Field(None, ge=1, description="passes over the training set")
     max_steps: Optional[int] = Field(None, ge=1, description="optimizer steps (instead of epochs)")
@@ -95,6 +96,11 @@ class TrainConfig(BaseModel):
     out_dir: str = Field("runs/train", description="run folder: checkpoints, metrics.jsonl, config.yaml")
     progress: bool = Field(True, description="show a progress bar (rank 0 only)")
 
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        return check_device_name(v)
+
     @model_validator(mode="after")
     def _length(self) -> TrainConfig:
         if (self.epochs is None) == (self.max_steps is None):
@@ -108,7 +114,7 @@ class TrainConfig(BaseModel):
 class EvalConfig(BaseModel):
     """Periodic evaluation on the validation split, and which checkpoint is "best"."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     enabled: bool = Field(True, description="evaluate during training (needs data.val)")
     every_epochs: int = Field(1, ge=1, description="evaluate at the end of every N-th epoch")
@@ -144,7 +150,7 @@ class InitConfig(BaseModel):
 class RunConfig(BaseModel):
     """A whole training run; `ssdkit train CONFIG.yaml` and `ssdkit.train(cfg)` take one."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     model: SSDConfig
     data: DataConfig

@@ -17,9 +17,18 @@ from typing import Any, Optional, Sequence
 import yaml
 from pydantic import BaseModel, BeforeValidator
 
+from ssdkit.parsing import load_yaml
 from ssdkit.registry import Registry
 
 __all__ = ["ConfigKeyError", "apply_overrides", "parse_override", "fields_at", "unknown_key_hints"]
+
+
+# An override sets one value: a list of class names at most.
+MAX_OVERRIDE_VALUES = 200_000
+
+
+def _short(item: str) -> str:
+    return repr(item) if len(item) <= 80 else repr(item[:60] + " ...")
 
 
 class ConfigKeyError(ValueError):
@@ -33,9 +42,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key:
         raise ValueError(f"override {item!r} must look like key=value, e.g. train.lr=0.01")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw, MAX_OVERRIDE_VALUES) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ValueError(f"override {item!r}: the value is not valid YAML: {exc}") from None
+    except ValueError as exc:  # too many values (an alias bomb), too deep, a key twice
+        raise ValueError(f"override {_short(item)}: {exc}") from None
     parts = key.split(".")
     if any(not p for p in parts):
         raise ValueError(f"override {item!r}: empty part in the key {key!r}")
@@ -121,6 +132,13 @@ def fields_at(cls: type[BaseModel], data: Any, path: Sequence[str | int]) -> Opt
     return list(current.model_fields) if current is not None else None
 
 
+def _wants_int(cls: type[BaseModel], name: str) -> bool:
+    """Whether field `name` of `cls` takes an int and not a bool (pydantic would take True as 1)."""
+    annotation = cls.model_fields[name].annotation
+    kinds = {annotation, *typing.get_args(annotation)}
+    return int in kinds and bool not in kinds
+
+
 _EXCLUSIVE = {"train.max_steps": "epochs", "train.epochs": "max_steps"}
 
 
@@ -151,6 +169,8 @@ def apply_overrides(cls: type[BaseModel], data: dict[str, Any], overrides: Seque
             if current is not None and part not in current.model_fields:
                 raise _unknown(key, part, list(current.model_fields), where)
             if last:
+                if isinstance(value, bool) and current is not None and _wants_int(current, part):
+                    raise ValueError(f"override {item!r}: '{key}' takes a whole number, not {value!r}")
                 node[part] = value
                 # The run length is given one way: setting one of these replaces the other.
                 # (Unless both are set here: then validation says to give one.)

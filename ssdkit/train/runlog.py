@@ -28,13 +28,16 @@ def _plain(value: Any) -> Any:
 
 class MetricsFile:
     """Appends JSON lines to `path`. A resumed run continues the same file: `resume_at=step` first
-    drops what the interrupted run wrote after that step (it is done again) and its "end" lines."""
+    drops what the interrupted run wrote after that step (it is done again) and its "end" lines.
+    A new run (`resume_at=None`) starts the file afresh: one killed before its first checkpoint
+    left lines that no checkpoint continues."""
 
     def __init__(self, path: Optional[Path], resume_at: Optional[int] = None) -> None:
         self.path = path
         if path is not None and resume_at is not None and path.exists():
             _truncate(path, resume_at)
-        self._file = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
+        mode = "a" if resume_at is not None else "w"
+        self._file = open(path, mode, encoding="utf-8") if path is not None else None  # noqa: SIM115
 
     def write(self, **record: Any) -> None:
         if self._file is None:

@@ -23,6 +23,8 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ssdkit.devices import resolve_device
+from ssdkit.paths import check_output_folder
 from ssdkit.text import count
 from ssdkit.train import distributed as dist_utils
 from ssdkit.train.checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -30,14 +32,27 @@ from ssdkit.train.config import RunConfig
 from ssdkit.train.optim import build_optimizer, scaled_lr
 from ssdkit.train.runlog import MetricsFile, ProgressBar
 from ssdkit.train.schedule import build_scheduler
+from ssdkit.weights import claim_limit, remove_stale_temps
 
-__all__ = ["train", "Trainer", "TrainResult", "NonFiniteLossError", "seed_everything", "resolve_device"]
+__all__ = [
+    "train",
+    "Trainer",
+    "TrainResult",
+    "NonFiniteLossError",
+    "TooManySkippedError",
+    "seed_everything",
+    "resolve_device",
+]
 
 LAST, BEST = "last.pt", "best.pt"
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the message names the step and the loss term."""
+    """The loss (or, before a checkpoint, the weights) became NaN or inf; the message names the step."""
+
+
+class TooManySkippedError(RuntimeError):
+    """More than `data.max_skipped_share` of the training items read were unreadable and skipped."""
 
 
 @dataclass
@@ -66,19 +81,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> this process's CUDA device when there is one, else CPU."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"train.device={name!r} but no CUDA device is available")
-        if device.index is None:
-            device = torch.device(f"cuda:{local_rank}")
-    return device
 
 
 @contextlib.contextmanager
@@ -205,6 +207,7 @@ class Trainer:
         from ssdkit.data import build_loader
 
         cfg, tc, info = self.cfg, self.tc, self.dist
+        check_output_folder(self.out_dir, "run folder (--out / train.out_dir)")
         if self.resume_path is not None and not self.resume_path.is_file():
             raise FileNotFoundError(f"no checkpoint to resume from: {self.resume_path}")
         if info.is_main and self.resume_path is None and (self.out_dir / LAST).exists():
@@ -284,6 +287,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.nan_skipped = 0
         self.skipped_items = 0
+        self.items_seen = 0  # items the training loader was asked for, skipped ones included
         self.best: Optional[dict[str, Any]] = None
         self.last_eval: dict[str, Any] = {}
         self.last_log: dict[str, float] = {}
@@ -298,6 +302,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.out_dir, [LAST, BEST])  # left by writes a kill cut short
         self.cfg.to_file(self.out_dir / "config.yaml")
         resumed_at = self.step if self.resume_path is not None else None
         self.metrics = MetricsFile(self.out_dir / "metrics.jsonl", resume_at=resumed_at)
@@ -324,10 +329,11 @@ class Trainer:
             "best": self.best,
             "nan_skipped": self.nan_skipped,
             "skipped_items": self.skipped_items,
+            "items_seen": self.items_seen,
         }
 
     def _load(self, path: Path) -> None:
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, max_bytes=claim_limit(self.model))
         if ckpt.get("steps_per_epoch") not in (None, self.steps_per_epoch):
             warnings.warn(
                 f"{path}: the checkpoint's epochs had {ckpt['steps_per_epoch']} steps, now {self.steps_per_epoch} "
@@ -339,19 +345,64 @@ class Trainer:
             self.model.load_state_dict(ckpt["state_dict"])
         except RuntimeError as exc:
             raise ValueError(f"{path}: the checkpoint's weights do not fit this run's model: {exc}") from None
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        parts = [("optimizer", self.optimizer), ("scheduler", self.scheduler)]
         if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
+            parts.append(("scaler", self.scaler))
+        for name, part in parts:
+            try:
+                part.load_state_dict(ckpt[name])
+            except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
+                raise ValueError(
+                    f"{path}: the checkpoint's {name} state does not fit this run's {name} ({type(exc).__name__}: "
+                    f"{exc}); was train.{'optimizer' if name == 'optimizer' else 'schedule'} changed? Resume with "
+                    "the run's own config, or start a new run from the weights (model.backbone.weights or "
+                    "ssdkit.load_weights)"
+                ) from None
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
         self.batch_in_epoch = int(ckpt.get("batch_in_epoch", 0))
         self.best = ckpt.get("best")
         self.nan_skipped = int(ckpt.get("nan_skipped", 0))
         self.skipped_items = int(ckpt.get("skipped_items", 0))
+        self.items_seen = int(ckpt.get("items_seen", 0))
         self.rng_to_restore = ckpt["rng"]
 
     def _save(self, state: dict[str, Any], name: str) -> Path:
         return save_checkpoint(state, self.out_dir / name)
+
+    def _check_weights(self) -> None:
+        """Refuse to checkpoint non-finite weights: a finite loss can still end in an update that
+        makes them NaN, and such a file must never replace the last good one (one host sync)."""
+        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        if not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+            return
+        bad = [k for k, t in self.model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        kept = self.out_dir / LAST
+        raise NonFiniteLossError(
+            f"the weights became NaN or inf in step {self.step} ({len(bad)} tensors, e.g. {bad[0]}) although the "
+            f"loss was finite: the update diverged. Nothing was saved; the last good checkpoint is "
+            f"{kept if kept.exists() else 'none (none was written)'}. Lower train.lr or set train.grad_clip."
+        )
+
+    def _check_skipped(self) -> None:
+        """Stop once more than data.max_skipped_share of the items read were skipped (judged after
+        min(100, data set size) items, summed over processes)."""
+        share = self.cfg.data.max_skipped_share
+        skipped, seen = float(self.skipped_items), float(self.items_seen)
+        if self.dist.distributed:  # every process takes part, so that all stop together
+            counts = torch.tensor([skipped, seen], device=self.device)
+            skipped, seen = dist_utils.all_reduce_sum(counts).tolist()
+        try:
+            size = len(self.train_loader.dataset)
+        except (AttributeError, TypeError):
+            size = 100
+        if share >= 1 or seen < min(100, size) * self.dist.world_size:
+            return
+        if skipped > share * seen:
+            raise TooManySkippedError(
+                f"{int(skipped)} of the {int(seen)} training items read so far were unreadable and skipped, more "
+                f"than data.max_skipped_share={share:g} of them: the run stops (step {self.step}). The warnings "
+                "name each item; fix or remove them, or raise data.max_skipped_share."
+            )
 
     # ---------------------------------------------------------------- metrics
     def _evaluate(self) -> dict[str, Any]:
@@ -367,15 +418,23 @@ class Trainer:
                     res = self.evaluate_fn(
                         model, self.val_loader, protocol=ec.protocol, use_07_metric=ec.use_07_metric, progress=False
                     )
-                    return {"map": float(res["map"]), "per_class": dict(res.get("per_class", {}))}
-                return {"val_loss": self._val_loss(model)}
+                    return {
+                        "map": float(res["map"]),
+                        "per_class": dict(res.get("per_class", {})),
+                        "skipped": int(res.get("skipped", 0)),
+                    }
+                return self._val_loss(model)
         finally:
             model.train()
 
-    def _val_loss(self, model: nn.Module) -> float:
-        total, images = torch.zeros((), device=self.device), 0
+    def _val_loss(self, model: nn.Module) -> dict[str, Any]:
+        """{"val_loss": mean loss per picture, "skipped": unreadable items left out}."""
+        total, images, skipped = torch.zeros((), device=self.device), 0, 0
         for batch in self.val_loader:
-            x, targets, _ = _unpack(batch)
+            x, targets, skip = _unpack(batch)
+            skipped += skip
+            if x.shape[0] == 0:
+                continue
             x = x.to(self.device, non_blocking=True)
             if self.tc.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -384,7 +443,7 @@ class Trainer:
             terms = model.loss(loc.float(), logits.float(), _to_device(targets, self.device))
             total += terms["loss"] * x.shape[0]
             images += x.shape[0]
-        return float(total.item() / max(images, 1))
+        return {"val_loss": float(total.item() / max(images, 1)), "skipped": skipped}
 
     def _is_better(self, value: float) -> bool:
         if not isinstance(value, float) or not math.isfinite(value):
@@ -499,6 +558,7 @@ class Trainer:
                     continue
                 images, targets, skipped = _unpack(batch)
                 self.skipped_items += skipped
+                self.items_seen += images.shape[0] + skipped
                 images = images.to(self.device, non_blocking=True)
                 if tc.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
@@ -527,6 +587,8 @@ class Trainer:
                     self.epoch, self.batch_in_epoch, batches = self.epoch + 1, 0, None
                 done = self.step >= self.total_steps
 
+                if self.step % tc.log_every == 0 or done or epoch_end:
+                    self._check_skipped()
                 if self.step % tc.log_every == 0 or done:
                     now = time.perf_counter()
                     values: dict[str, float] = {}
@@ -572,6 +634,8 @@ class Trainer:
                     or (tc.checkpoint_every is None and epoch_end)
                     or done
                 )
+                if want_save or improved:
+                    self._check_weights()  # on every process: all stop together
                 if main and (want_save or improved):
                     state = self._state()
                     if want_save:
