@@ -14,7 +14,7 @@ loads with ``weights:``.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 from torchvision.models import mobilenet_v2
 
@@ -26,14 +26,15 @@ from ssdkit.backbones.extras import (
     normal_init,
     ssdlite_extra_block,
 )
-from ssdkit.backbones.mobilenet import EXTRA_CHANNELS, MobileNetV3Config
-from ssdkit.registry import BACKBONES
+from ssdkit.backbones.mobilenet import EXTRA_CHANNELS
+from ssdkit.registry import BACKBONES, ComponentConfig
+from ssdkit.weights import reject_url
 
 __all__ = ["MobileNetV2Config", "MobileNetV2SSDLite", "use_tf_same_padding"]
 
 
-class MobileNetV2Config(MobileNetV3Config):
-    """mobilenet_v3_large's fields (width, local weights, the same four extras), and the padding."""
+class MobileNetV2Config(ComponentConfig):
+    """The width, local weights and padding; the four SSDLite extras are mobilenet_v3_large's."""
 
     type: str = "mobilenet_v2"
     width_mult: float = Field(1.0, gt=0, le=4, description="MobileNetV2 width multiplier (the extras stay fixed)")
@@ -45,6 +46,14 @@ class MobileNetV2Config(MobileNetV3Config):
     weights: str | None = Field(
         None, description="local path to a torchvision mobilenet_v2 classification state dict (.pth or .safetensors)"
     )
+
+    @field_validator("weights")
+    @classmethod
+    def _local(cls, v: str | None) -> str | None:
+        return reject_url(v)
+
+    def num_levels(self) -> int:
+        return 2 + len(EXTRA_CHANNELS)
 
 
 def use_tf_same_padding(module: nn.Module) -> nn.Module:
@@ -83,7 +92,7 @@ class MobileNetV2SSDLite(nn.Module):
         super().__init__()
         net = mobilenet_v2(weights=None, width_mult=width_mult, norm_layer=SSDLITE_BN)
         if weights is not None:
-            load_classifier_weights(net, weights)
+            load_classifier_weights(net, weights, backbone="mobilenet_v2")
         else:
             normal_init(net)  # as for an SSDLite backbone trained from scratch (torchvision's choice)
         self.features = net.features
