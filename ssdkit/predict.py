@@ -58,6 +58,19 @@ class Preprocessor:
         """`[3, h, w]` float -> `[3, H, W]` bilinear (the data loader resizes large augmented pictures first)."""
         return F.interpolate(x[None], size=self.image_size, mode="bilinear", align_corners=False)[0]
 
+    def describe(self) -> dict:
+        """The settings as plain JSON values: what an exported file records (`ssdkit_preprocess`) and
+        `ssdkit.runtime.preprocess.ArrayPreprocessor` computes again with numpy."""
+        return {
+            "image_size": list(self.image_size),
+            "channel_order": self.channel_order,
+            "scale": self.scale,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+            "steps": "x = (pixels * scale - mean) / std (pixels RGB 0..255, scaled in float64, then float32), "
+            "channel order applied, then resized bilinearly (align_corners=False, no antialiasing) to image_size",
+        }
+
     def mean_pixel(self) -> tuple[float, float, float]:
         """The mean as an RGB pixel in 0..255 units: what normalises to 0 (the zoom-out fill)."""
         m = [float(v) / self.scale for v in self.mean.flatten().tolist()]

@@ -1,0 +1,70 @@
+"""`ssdkit.predict.Preprocessor`'s arithmetic in numpy: normalise, then resize as torch's bilinear
+`interpolate(..., align_corners=False)` does (no antialiasing), all in float32.
+
+The settings come from an exported file's `ssdkit_preprocess` metadata, which
+`Preprocessor.describe()` writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ArrayPreprocessor", "resize_bilinear"]
+
+
+def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights along one axis: (i0, i1, w0, w1), each `[out_size]`.
+
+    As torch computes them in float32: src = (in / out) * (dst + 0.5) - 0.5, clamped at 0,
+    i0 = floor(src), i1 = i0 + 1 except at the last input pixel, w1 = src - i0, w0 = 1 - w1;
+    the same size is copied. torch's kernel evaluates src with one fused multiply-add (a single
+    rounding), which float64 reproduces exactly here (a float32 times dst + 0.5 fits in 53 bits).
+    """
+    if in_size == out_size:
+        index = np.arange(out_size)
+        return index, index, np.ones(out_size, np.float32), np.zeros(out_size, np.float32)
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = (np.float64(scale) * (np.arange(out_size) + 0.5) - 0.5).astype(np.float32)
+    src = np.maximum(src, np.float32(0.0))
+    i0 = src.astype(np.int64)
+    w1 = np.clip(src - i0.astype(np.float32), np.float32(0.0), np.float32(1.0))
+    i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
+    return i0, i1, np.float32(1.0) - w1, w1
+
+
+def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`[C, h, w]` float32 -> `[C, H, W]` float32, size = (H, W)."""
+    (y0, y1, hy0, hy1), (x0, x1, wx0, wx1) = _axis(x.shape[1], size[0]), _axis(x.shape[2], size[1])
+    top, bottom = x[:, y0, :], x[:, y1, :]  # [C, H, w]
+    # torch's order: each row interpolated along x first, then the two rows along y.
+    top = top[:, :, x0] * wx0 + top[:, :, x1] * wx1
+    bottom = bottom[:, :, x0] * wx0 + bottom[:, :, x1] * wx1
+    return top * hy0[:, None] + bottom * hy1[:, None]
+
+
+class ArrayPreprocessor:
+    """pixels `[3, h, w]` RGB 0..255 -> network input `[3, H, W]` float32:
+    x = (pixels * scale - mean) / std (the scaling in float64, the rest float32), channel order
+    applied, then bilinear resizing to `image_size` (h, w)."""
+
+    def __init__(self, description: dict[str, Any]) -> None:
+        try:
+            self.image_size = (int(description["image_size"][0]), int(description["image_size"][1]))
+            self.channel_order = str(description["channel_order"])
+            self.scale = float(description["scale"])
+            self.mean = np.asarray(description["mean"], dtype=np.float32).reshape(3, 1, 1)
+            self.std = np.asarray(description["std"], dtype=np.float32).reshape(3, 1, 1)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"unreadable preprocessing description {description!r}: {exc!r}") from None
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        if min(self.image_size) < 1 or not (self.std > 0).all():
+            raise ValueError(f"image_size must be >= 1 and std > 0, got {description!r}")
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        x = pixels[::-1] if self.channel_order == "BGR" else pixels
+        x = (x.astype(np.float64) * self.scale).astype(np.float32)
+        x = (x - self.mean) / self.std
+        return resize_bilinear(x, self.image_size)
