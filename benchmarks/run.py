@@ -3,6 +3,7 @@
     make bench                                   # = .venv/bin/python benchmarks/run.py
     .venv/bin/python benchmarks/run.py --compile # adds torch.compile rows (minutes of compiling)
     .venv/bin/python benchmarks/run.py --write docs/benchmarks.md
+    .venv/bin/python benchmarks/run.py --sections deploy,training --threads 1,2   # the deployment and training tables
 
 Prints Markdown tables: post-processing alone, end-to-end predict on CPU, and the
 forward pass's achieved GFLOP/s next to this machine's float32 matmul GFLOP/s.
@@ -31,8 +32,10 @@ from torchvision.models.detection.image_list import ImageList
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from deploy import bench_predict  # noqa: E402
 from legacy import OneCallNMS  # noqa: E402
 from synthetic import random_outputs, trained_like_outputs  # noqa: E402
+from training import bench_training  # noqa: E402
 
 import ssdkit  # noqa: E402
 from ssdkit.convert import from_torchvision  # noqa: E402
@@ -271,35 +274,67 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time ssdkit under torch.compile")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a rough look in about a minute)")
     parser.add_argument("--write", metavar="PATH", help="also write the report (Markdown) to PATH")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument("--threads", default="1,2", help="thread counts for the deploy and training sections")
     args = parser.parse_args()
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    threads = [int(t) for t in args.threads.split(",")]
     started = time.perf_counter()
     description = machine()
     log(description)
     tv, ours = build_pair()
+    parts = [f"Measured {datetime.date.today().isoformat()} on: {description}."]
 
-    log("post-processing ...")
-    post_table, post_notes = bench_postprocess(tv, ours, repeats=10 if args.quick else 30)
-    e2e_table, e2e_notes = bench_end_to_end(
-        tv, ours, [1, 8], {1: 3 if args.quick else 7, 8: 2 if args.quick else 4}, args.compile
-    )
-    log("FLOPs ...")
-    flops_table = bench_flops(ours, repeats=2 if args.quick else 3)
-
-    report = "\n\n".join(
-        [
-            f"Measured {datetime.date.today().isoformat()} on: {description}.",
-            "### Post-processing alone\n\n" + post_table + "\n\n" + "\n".join(f"- {n}" for n in post_notes),
+    if "postprocess" in sections:
+        log("post-processing ...")
+        post_table, post_notes = bench_postprocess(tv, ours, repeats=10 if args.quick else 30)
+        parts.append("### Post-processing alone\n\n" + post_table + "\n\n" + "\n".join(f"- {n}" for n in post_notes))
+    if "end-to-end" in sections:
+        e2e_table, e2e_notes = bench_end_to_end(
+            tv, ours, [1, 8], {1: 3 if args.quick else 7, 8: 2 if args.quick else 4}, args.compile
+        )
+        parts.append(
             "### End-to-end predict (pictures in, detections in picture pixels out)\n\n"
             + e2e_table
             + "\n\n"
-            + "\n".join(f"- {n}" for n in e2e_notes),
-            "### Forward pass against the hardware\n\n" + flops_table,
-            f"Whole run: {time.perf_counter() - started:.0f} s.",
-        ]
-    )
+            + "\n".join(f"- {n}" for n in e2e_notes)
+        )
+    if "flops" in sections:
+        log("FLOPs ...")
+        parts.append("### Forward pass against the hardware\n\n" + bench_flops(ours, repeats=2 if args.quick else 3))
+    if "deploy" in sections:
+        deploy_table, deploy_notes = bench_predict(
+            ["SSDLite320", "SSD300-VGG16"], threads, {1: 3 if args.quick else 5, 8: 1 if args.quick else 2}, log=log
+        )
+        parts.append(
+            "### Deployment: PyTorch, onnxruntime fp32 and int8 (decoded 480x640 pictures in, detections out)\n\n"
+            + deploy_table
+            + "\n\n"
+            + "\n".join(f"- {n}" for n in deploy_notes)
+        )
+    if "training" in sections:
+        loss_table, matcher_table = bench_training(tv, ours, threads, 3 if args.quick else 5, NUM_CLASSES, log=log)
+        parts.append(
+            "### Matching + loss, forward and backward, batch 32 (SSD300, 8732 priors, 21 classes)\n\n"
+            + loss_table
+            + f"\n\nThe matcher alone (with padding the targets), torchvision / ssdkit time, {threads[0]} thread(s):\n\n"
+            + matcher_table
+        )
+    parts.append(f"Whole run: {time.perf_counter() - started:.0f} s.")
+    report = "\n\n".join(parts)
     print(report)
     if args.write:
         write_page(Path(args.write), report)
+
+
+SECTIONS = ("postprocess", "end-to-end", "flops", "deploy", "training")
 
 
 PAGE_HEAD = """# Benchmarks: ssdkit against torchvision

@@ -44,3 +44,65 @@ def loss_steps(tv, ours, batch: int, max_boxes: int, num_classes: int):
         ours.loss(loc, logits, targets)["loss"].backward()
 
     return torchvision_step, ssdkit_step
+
+
+def _padded(p):
+    return p.boxes, p.mask
+
+
+def bench_training(tv, ours, threads: list[int], repeats: int, num_classes: int, log=print) -> tuple[str, str]:
+    """Markdown tables: matching + loss fwd+bwd at batch 32, and the matcher alone over batch sizes and box counts."""
+    import statistics
+    import time
+
+    from ssdkit.losses.targets import pad_targets
+
+    def interleaved(fns, reps):
+        for fn in fns.values():
+            fn()
+        times = {k: [] for k in fns}
+        for _ in range(reps):
+            for k, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - start)
+        return {k: statistics.median(v) for k, v in times.items()}
+
+    rows = []
+    for t in threads:
+        torch.set_num_threads(t)
+        for max_boxes in (1, 10, 50):
+            log(f"training: matching + loss, {t} thread(s), up to {max_boxes} boxes ...")
+            theirs, mine = loss_steps(tv, ours, 32, max_boxes, num_classes)
+            r = interleaved({"tv": theirs, "ours": mine}, repeats)
+            rows.append(
+                [
+                    str(t),
+                    f"1..{max_boxes}",
+                    f"{r['tv'] * 1e3:.0f} ms",
+                    f"{r['ours'] * 1e3:.0f} ms",
+                    f"**{r['tv'] / r['ours']:.2f}x**",
+                ]
+            )
+    loss_table = "\n".join(
+        ["| threads | boxes per picture | torchvision | ssdkit | ratio |", "| --- | --- | --- | --- | --- |"]
+        + ["| " + " | ".join(r) + " |" for r in rows]
+    )
+    torch.set_num_threads(threads[0])
+    priors = cxcywh_to_xyxy(ours.priors)
+    header = "| batch | " + " | ".join(f"1..{g} boxes" for g in (1, 10, 50)) + " |"
+    lines = [header, "|" + " --- |" * 4]
+    for batch in (1, 8, 32, 64):
+        cells = []
+        for max_boxes in (1, 10, 50):
+            targets = ground_truth(batch, max_boxes, num_classes)
+            r = interleaved(
+                {
+                    "tv": lambda: [tv.proposal_matcher(box_iou(x["boxes"], priors)) for x in targets],  # noqa: B023
+                    "ours": lambda: ours.matcher(*_padded(pad_targets(targets, num_classes)), priors),  # noqa: B023
+                },
+                max(3, repeats),
+            )
+            cells.append(f"{r['tv'] / r['ours']:.2f}x")
+        lines.append(f"| {batch} | " + " | ".join(cells) + " |")
+    return loss_table, "\n".join(lines)
