@@ -9,7 +9,6 @@ given them as 0..1 float CHW tensors, the conversion counted in its time.
 from __future__ import annotations
 
 import copy
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from timing import interleaved
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_large
 
@@ -27,20 +27,6 @@ from ssdkit.export import quantize_onnx, to_onnx
 
 NUM_CLASSES = 21
 PICTURE = (480, 640)
-
-
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved round-robin."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def _background_dominant(convs, num_classes: int) -> None:

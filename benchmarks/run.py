@@ -18,11 +18,9 @@ import copy
 import datetime
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torchvision
@@ -35,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy import bench_predict  # noqa: E402
 from legacy import OneCallNMS  # noqa: E402
 from synthetic import random_outputs, trained_like_outputs  # noqa: E402
+from timing import interleaved  # noqa: E402
 from training import bench_training  # noqa: E402
 
 import ssdkit  # noqa: E402
@@ -64,20 +63,6 @@ def machine() -> str:
         f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}; "
         f"load average at start {load}"
     )
-
-
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved round-robin."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

@@ -52,21 +52,9 @@ def _padded(p):
 
 def bench_training(tv, ours, threads: list[int], repeats: int, num_classes: int, log=print) -> tuple[str, str]:
     """Markdown tables: matching + loss fwd+bwd at batch 32, and the matcher alone over batch sizes and box counts."""
-    import statistics
-    import time
+    from timing import interleaved
 
     from ssdkit.losses.targets import pad_targets
-
-    def interleaved(fns, reps):
-        for fn in fns.values():
-            fn()
-        times = {k: [] for k in fns}
-        for _ in range(reps):
-            for k, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - start)
-        return {k: statistics.median(v) for k, v in times.items()}
 
     rows = []
     for t in threads:
