@@ -69,4 +69,8 @@ def __getattr__(name: str):
         return importlib.import_module("ssdkit.evaluation").evaluate
     if name == "runtime":
         return importlib.import_module("ssdkit.runtime")
+    if not _HAS_TORCH and name in __all__:
+        raise ImportError(
+            f"ssdkit.{name} needs torch, which this Python lacks; ssdkit.runtime runs exported files without it"
+        )
     raise AttributeError(f"module 'ssdkit' has no attribute {name!r}")

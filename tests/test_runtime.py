@@ -124,6 +124,12 @@ def test_runtime_needs_no_torch(model, detector_file, tmp_path):
         f"np.savez({str(tmp_path / 'out.npz')!r}, boxes=det['boxes'], scores=det['scores'], labels=det['labels'])\n"
         "print(','.join(det['names']))\n"
         "assert not any(m.split('.')[0] in ('torch', 'torchvision') for m in sys.modules), 'imported torch'\n"
+        "try:\n"
+        "    ssdkit.build_model\n"
+        "except ImportError as exc:\n"
+        "    assert 'needs torch' in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('ssdkit.build_model without torch')\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
