@@ -350,6 +350,19 @@ What is compared:
 - **Forward against the hardware**: FLOPs of one forward pass counted by
   `torch.utils.flop_counter.FlopCounterMode`, divided by the measured forward time, next
   to the GFLOP/s of a large float32 matmul on the same machine (the practical peak).
+- **Deployment** (`--sections deploy`): SSDLite320-MobileNetV3 and SSD300-VGG16, from decoded
+  480x640 pictures (HWC uint8 arrays) to detections in their pixels, batch 1 and 8, at 1 and 2
+  threads: torchvision (fp32, given 0..1 float tensors, the conversion counted), ssdkit's PyTorch
+  `model.predict` (default NCHW, and channels_last), and `ssdkit.runtime` on ssdkit's own ONNX
+  export in fp32 and in int8 (`ssdkit.export.quantize_onnx`). Random weights with a
+  background-dominant class head (as a trained model's scores); VGG16's weights are torchvision's,
+  converted; for SSDLite ssdkit's preset is a larger network than torchvision's (4.0 M parameters
+  against 2.5 M), so its ratios understate ssdkit. The fastest path's GFLOP/s is compared with a
+  plain 3x3, 256-channel float32 convolution's in PyTorch in the same process.
+- **Training** (`--sections training`): matching + multibox loss, forward and backward, batch 32,
+  SSD300's 8732 priors, 1..1, 1..10 and 1..50 boxes per picture: ssdkit's `model.loss` against
+  torchvision's per-image `box_iou` + `SSDMatcher` + `compute_loss`; and the matcher alone
+  (torchvision / ssdkit time) at batch 1, 8, 32, 64.
 
 Why ssdkit's post-processing is faster: candidates of all images and classes are
 selected at once (a threshold, then a top-k only where needed), only their boxes are
@@ -364,6 +377,19 @@ but they sum in a different order, and through a deep random VGG that moves outp
 ~1e-4, beyond the 1e-3 px / 1e-5 agreement with torchvision that the parity tests hold.
 Call `model.to(memory_format=torch.channels_last)` to opt in; `torch.compile` gives about
 the same gain at the cost of a long first call.
+
+Why the PyTorch `predict` stays NCHW and eager by default (measured again below): channels_last
+and `torch.compile` gain 10-30% over NCHW, but onnxruntime on the same exported network gains more
+(`ssdkit.runtime`, no warm-up compile, no torch needed), while channels_last moves outputs by
+~1e-4 through a deep VGG, beyond the parity tests' agreement with torchvision. Deploy with the
+runtime for speed; `model.to(memory_format=torch.channels_last)` remains a one-line opt-in.
+
+Why matching + loss is faster than torchvision's on a CPU: the matcher computes one `[G_i, P]`
+IoU per image over its real boxes when the padded `[B, G, P]` one would be large (results bit for
+bit equal to the batched path, property-tested; GPUs keep the batched path), the IoU updates its
+x and y overlaps in place, and the multibox loss ranks negatives with a no-grad cross-entropy
+and differentiates only the chosen priors (a few % of B x P), so backward never runs the whole
+`[B, P, C]` softmax.
 
 ## Results
 
