@@ -15,7 +15,6 @@ Why onnxruntime's `quant_pre_process` failed on SSD300-VGG16: see `_prepare`.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -90,6 +89,8 @@ def quantize_onnx(
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from ssdkit.weights import _atomic_write
+
     source, output = Path(source), Path(output)
     if not source.is_file():
         raise FileNotFoundError(f"no such ONNX file: {source}")
@@ -128,10 +129,9 @@ def quantize_onnx(
             f"activations uint8 per tensor (min/max over {reader.count} calibration batches); post-processing float32"
         )
         onnx.helper.set_model_props(quantised, props)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        partial = output.with_name(output.name + ".partial")
-        onnx.save(quantised, str(partial))
-        os.replace(partial, output)
+        data = quantised.SerializeToString()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(output, lambda f: f.write(data))
     return output
 
 
