@@ -50,7 +50,7 @@ def _from_pil(image: Image.Image) -> np.ndarray:
         rgb = image.convert("RGB")
     except ValueError as exc:
         raise ValueError(f"cannot turn a PIL picture of mode {image.mode!r} into RGB: {exc}") from None
-    return np.asarray(rgb).transpose(2, 0, 1).astype(np.float32)
+    return np.asarray(rgb).transpose(2, 0, 1)  # uint8: the preprocessor normalises 8-bit values by table
 
 
 def _from_numpy(image: np.ndarray) -> np.ndarray:
@@ -63,12 +63,15 @@ def _from_numpy(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     chw = image[..., :3].transpose(2, 0, 1)
+    if image.dtype == np.uint8:
+        return chw
     # Float pictures (0..1) in float64, so that x255 then /255 gives back the caller's values exactly.
     return chw.astype(np.float64) * 255.0 if image.dtype.kind == "f" else chw.astype(np.float32)
 
 
 def to_array(image: Any) -> np.ndarray:
-    """One picture -> `[3, h, w]` RGB in 0..255: float32, or float64 for float (0..1) pictures."""
+    """One picture -> `[3, h, w]` RGB in 0..255: uint8 for 8-bit pictures, float64 for float (0..1)
+    ones, float32 otherwise (16- and 32-bit integer pictures, other integer arrays)."""
     if isinstance(image, (str, os.PathLike)):
         return _read_file(Path(image))
     if isinstance(image, Image.Image):

@@ -34,20 +34,35 @@ def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return i0, i1, np.float32(1.0) - w1, w1
 
 
-def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`[C, h, w]` float32 -> `[C, H, W]` float32, size = (H, W)."""
+def _corners(x: np.ndarray, size: tuple[int, int]) -> tuple[list[np.ndarray], tuple[np.ndarray, ...]]:
+    """The four source pixels of every output pixel, `[C, H, W]` each (top-left, top-right,
+    bottom-left, bottom-right), and the weights (wx0, wx1, hy0, hy1)."""
     (y0, y1, hy0, hy1), (x0, x1, wx0, wx1) = _axis(x.shape[1], size[0]), _axis(x.shape[2], size[1])
     top, bottom = x[:, y0, :], x[:, y1, :]  # [C, H, w]
+    return [top[:, :, x0], top[:, :, x1], bottom[:, :, x0], bottom[:, :, x1]], (wx0, wx1, hy0[:, None], hy1[:, None])
+
+
+def _combine(corners: list[np.ndarray], weights: tuple[np.ndarray, ...]) -> np.ndarray:
     # torch's order: each row interpolated along x first, then the two rows along y.
-    top = top[:, :, x0] * wx0 + top[:, :, x1] * wx1
-    bottom = bottom[:, :, x0] * wx0 + bottom[:, :, x1] * wx1
-    return top * hy0[:, None] + bottom * hy1[:, None]
+    c00, c01, c10, c11 = corners
+    wx0, wx1, hy0, hy1 = weights
+    return (c00 * wx0 + c01 * wx1) * hy0 + (c10 * wx0 + c11 * wx1) * hy1
+
+
+def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`[C, h, w]` float32 -> `[C, H, W]` float32, size = (H, W)."""
+    return _combine(*_corners(x, size))
 
 
 class ArrayPreprocessor:
     """pixels `[3, h, w]` RGB 0..255 -> network input `[3, H, W]` float32:
     x = (pixels * scale - mean) / std (the scaling in float64, the rest float32), channel order
-    applied, then bilinear resizing to `image_size` (h, w)."""
+    applied, then bilinear resizing to `image_size` (h, w).
+
+    The same numbers, computed in another order: normalisation is per pixel, so the four source
+    pixels of each output pixel are gathered first and only they are normalised (through a
+    256-entry table for 8-bit pictures); at 640x480 -> 300x300 that is 4x fewer than the picture.
+    """
 
     def __init__(self, description: dict[str, Any]) -> None:
         try:
@@ -62,9 +77,18 @@ class ArrayPreprocessor:
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
         if min(self.image_size) < 1 or not (self.std > 0).all():
             raise ValueError(f"image_size must be >= 1 and std > 0, got {description!r}")
+        self._table: np.ndarray | None = None
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """`[3, h, w]` RGB 0..255 (channel order already applied) -> float32 (pixels * scale - mean) / std."""
+        if pixels.dtype == np.uint8:
+            if self._table is None:  # [3, 256]: every 8-bit value, normalised once with the arithmetic below
+                self._table = self.normalize(np.broadcast_to(np.arange(256, dtype=np.float32), (3, 1, 256)))[:, 0]
+            return np.take_along_axis(self._table[:, None, :], pixels.reshape(3, 1, -1), axis=2).reshape(pixels.shape)
+        x = (pixels.astype(np.float64) * self.scale).astype(np.float32)
+        return (x - self.mean) / self.std
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         x = pixels[::-1] if self.channel_order == "BGR" else pixels
-        x = (x.astype(np.float64) * self.scale).astype(np.float32)
-        x = (x - self.mean) / self.std
-        return resize_bilinear(x, self.image_size)
+        corners, weights = _corners(x, self.image_size)
+        return _combine([self.normalize(c) for c in corners], weights)
