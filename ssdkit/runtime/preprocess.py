@@ -84,7 +84,7 @@ class ArrayPreprocessor:
         if pixels.dtype == np.uint8:
             if self._table is None:  # [3, 256]: every 8-bit value, normalised once with the arithmetic below
                 self._table = self.normalize(np.broadcast_to(np.arange(256, dtype=np.float32), (3, 1, 256)))[:, 0]
-            return np.take_along_axis(self._table[:, None, :], pixels.reshape(3, 1, -1), axis=2).reshape(pixels.shape)
+            return np.stack([self._table[c].take(pixels[c]) for c in range(3)])
         x = (pixels.astype(np.float64) * self.scale).astype(np.float32)
         return (x - self.mean) / self.std
 
