@@ -121,6 +121,7 @@ def bench_predict(names: list[str], threads: list[int], repeats: dict[int, int],
                 f"{name}: {c.gflop:.2f} GFLOP per picture (ssdkit's network); int8 quantisation took {c.quantise_s:.0f} s."
             )
             for t in threads:
+                torch.set_num_threads(t)
                 rate = conv_rate()
                 for batch, reps in repeats.items():
                     log(f"deploy: {name}, {t} thread(s), batch {batch} ...")
