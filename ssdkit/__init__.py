@@ -13,24 +13,34 @@ Public API::
     scores = ssdkit.evaluate(model, ssdkit.data.build_loader(run.data, run.model, "val"))
 """
 
-from ssdkit import (  # noqa: F401  (register built-ins)
-    backbones,
-    coders,
-    data,
-    heads,
-    losses,
-    matchers,
-    postprocess,
-    presets,
-    priors,
-    registry,  # noqa: F401  (first: the component modules register into it)
-)
-from ssdkit.build import build_model
-from ssdkit.config import PreprocessConfig, SSDConfig
-from ssdkit.draw import draw
-from ssdkit.hub import create_model
-from ssdkit.model import SSD
-from ssdkit.sources import load
+import importlib.util as _util
+
+# Where torch is not installed (a deployment that only runs exported files), `import ssdkit` still
+# works and offers `ssdkit.runtime` (numpy, pillow, onnxruntime); everything else needs torch.
+try:
+    _HAS_TORCH = _util.find_spec("torch") is not None
+except (ValueError, ImportError):  # torch blocked on purpose (sys.modules["torch"] = None, an import hook)
+    _HAS_TORCH = False
+
+if _HAS_TORCH:
+    from ssdkit import (  # noqa: F401  (register built-ins)
+        backbones,
+        coders,
+        data,
+        heads,
+        losses,
+        matchers,
+        postprocess,
+        presets,
+        priors,
+        registry,  # noqa: F401  (first: the component modules register into it)
+    )
+    from ssdkit.build import build_model
+    from ssdkit.config import PreprocessConfig, SSDConfig
+    from ssdkit.draw import draw
+    from ssdkit.hub import create_model
+    from ssdkit.model import SSD
+    from ssdkit.sources import load
 
 __version__ = "0.1.0"
 
@@ -47,6 +57,7 @@ __all__ = [
     "data",
     "train",
     "evaluate",
+    "runtime",
     "__version__",
 ]
 
@@ -60,4 +71,10 @@ def __getattr__(name: str):
         return importlib.import_module("ssdkit.train")
     if name == "evaluate":
         return importlib.import_module("ssdkit.evaluation").evaluate
+    if name == "runtime":
+        return importlib.import_module("ssdkit.runtime")
+    if not _HAS_TORCH and name in __all__:
+        raise ImportError(
+            f"ssdkit.{name} needs torch, which this Python lacks; ssdkit.runtime runs exported files without it"
+        )
     raise AttributeError(f"module 'ssdkit' has no attribute {name!r}")

@@ -17,50 +17,19 @@ Contract:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
+
+from ssdkit.picture_files import EXIF_ORIENTATION, check_float_range, hwc_array, open_picture, upright
 
 __all__ = ["open_picture", "read_picture", "as_255", "EXIF_ORIENTATION"]
 
-EXIF_ORIENTATION = 0x0112
 # Rows converted to float at once: bounds the float64 temporary of a float picture (see as_255).
 _CHUNK_PIXELS = 1 << 20
-
-
-def open_picture(path: str | os.PathLike) -> Image.Image:
-    """A picture file -> a decoded, upright PIL image. Raises FileNotFoundError for a missing file and
-    ValueError (naming the file) for one that cannot be read or claims too many pixels."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such image file: {path}")
-    try:
-        with Image.open(path) as im:  # reads the header only
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit and im.width * im.height > limit:
-                raise Image.DecompressionBombError(
-                    f"{im.width}x{im.height} pixels exceed PIL.Image.MAX_IMAGE_PIXELS ({limit}); "
-                    "a decompression bomb? Raise that limit if you trust the file"
-                )
-            im.load()
-            return upright(im)
-    except (OSError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
-
-
-def upright(image: Image.Image) -> Image.Image:
-    """`image` turned as its EXIF orientation tag says (itself when there is no tag, or tag 1)."""
-    try:
-        tag = image.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001  (a broken EXIF block: PIL's parsers raise many kinds; show it as stored)
-        return image
-    if tag in (2, 3, 4, 5, 6, 7, 8):
-        return ImageOps.exif_transpose(image)
-    return image
 
 
 def read_picture(image: Any) -> Tensor:
@@ -71,14 +40,7 @@ def read_picture(image: Any) -> Tensor:
     if isinstance(image, Image.Image):
         return _from_pil(upright(image))
     if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = image[..., None]
-        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-            raise ValueError(f"a numpy image must be HWC with 1, 3 or 4 channels, got shape {image.shape}")
-        if image.shape[0] < 1 or image.shape[1] < 1:
-            raise ValueError(f"image has no pixels (shape {image.shape})")
-        _check_dtype(image.dtype, image, "numpy image")
-        return _three(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+        return _three(torch.from_numpy(np.ascontiguousarray(hwc_array(image))).permute(2, 0, 1))
     if isinstance(image, Tensor):
         if image.dim() == 2:
             image = image[None]
@@ -115,28 +77,18 @@ def _three(t: Tensor) -> Tensor:
     return t.expand(3, -1, -1) if t.shape[0] == 1 else t[:3]
 
 
-_INTS = {np.dtype(np.uint8), np.dtype(np.uint16), torch.uint8, torch.uint16}
 _FLOATS = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 
 
-def _check_dtype(dtype: Any, values: Any, what: str) -> None:
-    if dtype in _INTS:
+def _check_dtype(dtype: torch.dtype, values: Tensor, what: str) -> None:
+    if dtype in (torch.uint8, torch.uint16):
         return
-    is_float = dtype in _FLOATS or (isinstance(dtype, np.dtype) and dtype.kind == "f")
-    if not is_float:
+    if dtype not in _FLOATS:
         raise ValueError(
             f"a {what} of dtype {dtype} is not a picture type: give uint8 (0..255), uint16 (0..65535) "
-            "or float in 0..1, e.g. array.astype(np.uint8) for 0..255 values"
+            "or float in 0..1, e.g. tensor.to(torch.uint8) for 0..255 values"
         )
-    if isinstance(values, np.ndarray):  # any strides, negative ones too
-        lo, hi = float(values.min()), float(values.max())
-    else:
-        lo, hi = (float(v) for v in values.aminmax())
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"a float {what} holds NaN or infinite values; a picture's floats must lie in 0..1")
-    if hi > 1.0 or lo < 0.0:
-        hint = " (0..255 values? divide by 255, or pass uint8)" if hi > 1.0 else " (clip it to 0..1)"
-        raise ValueError(f"a float {what} must hold values in 0..1, this one spans {lo:g}..{hi:g}{hint}")
+    check_float_range(*(float(v) for v in values.aminmax()), what)
 
 
 def _from_pil(image: Image.Image) -> Tensor:

@@ -77,6 +77,21 @@ class Preprocessor:
         the data loader resizes large augmented pictures first)."""
         return resize_bilinear(x, self.image_size, self.resize_mode)
 
+    def describe(self) -> dict:
+        """The settings as plain JSON values: what an exported file records (`ssdkit_preprocess`) and
+        `ssdkit.runtime.preprocess.ArrayPreprocessor` computes again with numpy."""
+        return {
+            "image_size": list(self.image_size),
+            "channel_order": self.channel_order,
+            "scale": self.scale,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+            "resize": self.resize_mode,
+            "steps": "x = (pixels * scale - mean) / std (pixels RGB 0..255, scaled in float64, then float32), "
+            "channel order applied, then resized bilinearly (no antialiasing) to image_size on the pixel grid "
+            "that `resize` names (ssdkit.resize)",
+        }
+
     def mean_pixel(self) -> tuple[float, float, float]:
         """The mean as an RGB pixel in 0..255 units: what normalises to 0 (the zoom-out fill)."""
         m = [float(v) / self.scale for v in self.mean.flatten().tolist()]

@@ -35,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=8, help="pictures per forward pass (8)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when there is one), 'cpu', 'cuda:0', ...")
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="torch (default), or onnxruntime: SOURCE is then a detector exported with "
+        "`ssdkit export ... --format onnx --with-postprocess` (fp32 or --int8)",
+    )
 
 
 def _pictures(items: list[str]) -> list[Path]:
@@ -53,12 +60,33 @@ def _pictures(items: list[str]) -> list[Path]:
 
 
 def _detector(args: argparse.Namespace) -> tuple[Callable[[list[Path]], list[dict[str, Any]]], list[str]]:
-    """(pictures -> detections, class names) for the model that SOURCE names, in PyTorch."""
+    """(pictures -> detections, class names) for the model that SOURCE names, in PyTorch or onnxruntime."""
+    if args.runtime == "onnxruntime":
+        return _onnx_detector(args)
     from ssdkit.devices import resolve_device
     from ssdkit.sources import build, resolve
 
     model = build(resolve(args.source, args.weights)).eval().to(resolve_device(args.device))
     return (lambda paths: model.predict([str(p) for p in paths], batch_size=args.batch_size)), model.class_names
+
+
+def _onnx_detector(args: argparse.Namespace) -> tuple[Callable[[list[Path]], list[dict[str, Any]]], list[str]]:
+    import torch
+
+    import ssdkit.runtime
+
+    if args.weights is not None:
+        raise ValueError("--weights is for --runtime torch: an exported ONNX file holds its weights")
+    if args.device != "auto":
+        raise ValueError("--device is for --runtime torch: --runtime onnxruntime runs on the CPU")
+    detector = ssdkit.runtime.load(args.source)
+
+    def detect(paths: list[Path]) -> list[dict[str, Any]]:
+        found = detector.predict([str(p) for p in paths], batch_size=args.batch_size)
+        # as torch tensors, the form `draw` and the JSON writer take from model.predict
+        return [{k: torch.from_numpy(v) if k != "names" else v for k, v in d.items()} for d in found]
+
+    return detect, detector.class_names
 
 
 def _entry(path: Path, drawn: str, det: dict[str, Any], threshold: float) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import boxes
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from torchvision.models.detection._utils import SSDMatcher as TVSSDMatcher
 from torchvision.ops import box_iou
@@ -76,6 +76,37 @@ def test_agrees_with_torchvision_per_image(case):
         m = matches[i]
         expected = torch.where(m >= 0, full.gather(0, m.clamp(min=0)[None]).squeeze(0) if gt.shape[1] else best, best)
         torch.testing.assert_close(iou[i], expected)
+
+
+@given(cases(), st.sampled_from(["zeros", "nan"]))
+def test_per_image_path_equals_batched_path(case, padding):
+    """The CPU fast path (one [G_i, P] IoU per image) gives the batched path's results bit for bit,
+    whatever sits in the padded slots, packed or not."""
+    (gt, mask, priors), threshold = case
+    assume(gt.shape[1] > 0)  # no slots at all: __call__ answers before either path
+    if padding == "nan":
+        gt = torch.where(mask[..., None], gt, torch.tensor(float("nan")))
+    matcher = SSDMatcher(threshold)
+    fast, slow = matcher.per_image(gt, mask, priors), matcher.batched(gt, mask, priors)
+    assert torch.equal(fast[0], slow[0])
+    assert torch.equal(fast[1], slow[1])
+
+
+def test_large_batches_on_cpu_take_the_per_image_path(monkeypatch):
+    from ssdkit.matchers import ssd
+
+    calls = []
+    matcher = SSDMatcher(0.5)
+    monkeypatch.setattr(matcher, "per_image", lambda *a: calls.append("per_image") or SSDMatcher.per_image(matcher, *a))
+    monkeypatch.setattr(matcher, "batched", lambda *a: calls.append("batched") or SSDMatcher.batched(matcher, *a))
+    gt = torch.tensor([[[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.8]]])
+    priors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    small = matcher(gt, mask, priors)
+    monkeypatch.setattr(ssd, "PER_IMAGE_ABOVE", 0)
+    large = matcher(gt, mask, priors)
+    assert calls == ["batched", "per_image"]
+    assert small[0].tolist() == large[0].tolist() == [[0, 1]]
 
 
 @given(cases())

@@ -33,8 +33,10 @@ def export_metadata(model: nn.Module, with_postprocess: bool) -> dict[str, str]:
         )
     else:
         outputs = f"loc [B, P, 4] float32 offsets from the priors; logits [B, P, {model.num_classes}] float32"
+    pre = getattr(model, "preprocessor", None)
     return {
         "ssdkit_version": __version__,
+        "ssdkit_preprocess": json.dumps(pre.describe()) if hasattr(pre, "describe") else "",
         "ssdkit_config": cfg.model_dump_json() if hasattr(cfg, "model_dump_json") else "",
         "ssdkit_input": f"images [B, 3, {h}, {w}] float32, preprocessed as the config's `preprocess` says",
         "ssdkit_outputs": outputs,
@@ -49,12 +51,14 @@ def _parsed(props: dict[str, str], path: Path) -> dict[str, Any]:
         "config": json.loads(props.get("ssdkit_config") or "null"),
         "input": props.get("ssdkit_input", ""),
         "outputs": props.get("ssdkit_outputs", ""),
+        "preprocess": json.loads(props.get("ssdkit_preprocess") or "null"),
     }
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """{"ssdkit_version", "config" (a dict, or None), "input", "outputs"} of an exported ONNX or
-    TorchScript file. TorchScript files are read as the zip archives they are; nothing is loaded."""
+    """{"ssdkit_version", "config" (a dict, or None), "input", "outputs", "preprocess" (a dict, or None)}
+    of an exported ONNX or TorchScript file. TorchScript files are read as the zip archives they are;
+    nothing is loaded."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such exported model: {path}")

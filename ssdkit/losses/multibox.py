@@ -104,9 +104,15 @@ class MultiboxLoss(nn.Module):
         normaliser = positive.sum().clamp(min=1).float()
 
         loc_term = smooth_l1_sum(loc, matched, self.smooth_l1_beta) / normaliser
-        ce = F.cross_entropy(logits.reshape(B * P, C), matched.labels.reshape(B * P), reduction="none").view(B, P)
-        chosen = positive | hard_negatives(ce, positive, self.neg_pos_ratio, self.min_negatives)
-        cls_term = torch.where(chosen, ce, 0.0).sum() / normaliser
+        flat_logits, flat_labels = logits.reshape(B * P, C), matched.labels.reshape(B * P)
+        with torch.no_grad():  # the ranking needs every prior's loss, but no gradient
+            ranking = F.cross_entropy(flat_logits, flat_labels, reduction="none").view(B, P)
+        chosen = (positive | hard_negatives(ranking, positive, self.neg_pos_ratio, self.min_negatives)).flatten()
+        # The differentiable term only on the chosen priors (about 4 per positive, a few % of B * P):
+        # backward then touches those rows, not the whole [B, P, C] softmax. Row by row the same values.
+        index = chosen.nonzero().squeeze(1)
+        ce = F.cross_entropy(flat_logits.index_select(0, index), flat_labels.index_select(0, index), reduction="sum")
+        cls_term = ce / normaliser
         loc_term = self.loc_weight * loc_term
         return {"loc": loc_term, "cls": cls_term, "loss": loc_term + cls_term}
 
