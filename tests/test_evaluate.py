@@ -118,6 +118,7 @@ def test_known_answer_in_each_pictures_pixels(tmp_path):
     assert result["voc"]["num_det"] == {"cat": 3, "dog": 0}  # the detection on it neither
     assert result["images"] == 2 and result["skipped"] == 0 and "coco" not in result
     assert result["voc"]["method"] == "area"
+    assert result["voc"]["map_11point"] == pytest.approx(1 / 3)  # the other method, from the same evaluation
     assert evaluate(model, _loader(targets), progress=False, use_07_metric=True)["map"] == pytest.approx(1 / 3)
 
     preds, gts, info = collect_detections(model, _loader(targets))
@@ -226,6 +227,7 @@ def test_table_and_strict_json(tmp_path):
     lines = table.splitlines()
     cat = next(line for line in lines if line.startswith("cat"))
     assert cat.split()[:4] == ["cat", "2", "3", "0.667"]
+    assert "11-point mAP 0.333" in lines[0]  # both VOC methods from one evaluation
     assert lines[-2].split()[:4] == ["all", "3", "3", "0.333"]
     assert "APl -" in lines[-1]  # NaN shown as "-"
     path = write_json({"a": float("nan"), "b": {1: torch.tensor([1.5])}}, tmp_path / "x.json")

@@ -447,6 +447,11 @@ def test_11_point_recall_landing_on_three_tenths():
         p["labels"] = torch.cat((p["labels"], torch.tensor([1])))
     r = voc_map(preds, gts, use_07_metric=True)
     assert r["map"] == pytest.approx(29 / 77, abs=1e-12)
+    # Both methods come out of one evaluation: the area under the precision envelope is
+    # 3 * 0.1 * 1 (recall .1, .2, .3 at precision 1) + 0.1 * 4/7 (recall .4) = 5/14.
+    assert r["map_area"] == pytest.approx(5 / 14, abs=1e-12)
+    area = voc_map(preds, gts)
+    assert area["map"] == pytest.approx(5 / 14, abs=1e-12) and area["map_11point"] == r["map"]
     curve = precision_recall(preds, gts)[1]
     assert r["map"] == _devkit_voc_ap_07(curve.recall.numpy(), curve.precision.numpy())  # bit for bit
 

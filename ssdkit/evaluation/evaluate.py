@@ -163,6 +163,7 @@ def evaluate(
         voc = voc_map(preds, gts, iou_threshold, use_07_metric, return_curves=want_curves)
         result["voc"] = {
             "map": voc["map"],
+            "map_area" if use_07_metric else "map_11point": voc["map_area" if use_07_metric else "map_11point"],
             "method": voc["method"],
             "iou_threshold": voc["iou_threshold"],
             "per_class": _named(voc["per_class"], names),

@@ -50,7 +50,9 @@ def format_table(result: dict[str, Any]) -> str:
     what = []
     if voc is not None:
         how = "VOC2007 11-point" if voc["method"] == "11point" else "area under the curve"
-        what.append(f"VOC AP at IoU > {voc['iou_threshold']:g} ({how}, difficult boxes ignored)")
+        other = "map_area" if voc["method"] == "11point" else "map_11point"
+        also = f"; {'area' if other == 'map_area' else '11-point'} mAP {_fmt(voc[other], 0)}" if other in voc else ""
+        what.append(f"VOC AP at IoU > {voc['iou_threshold']:g} ({how}, difficult boxes ignored{also})")
     if coco is not None:
         what.append(f"COCO AP@[.5:.95] and AP50 ({coco.get('backend', 'COCOeval')})")
     lines.append(

@@ -210,8 +210,9 @@ def voc_map(
         use_07_metric: VOC2007's 11-point AP instead of the area under the curve.
         return_curves: also return each class's `PRCurve` under "curves".
 
-    Returns: {"map": float, "per_class": {label: AP}, "num_gt": {label: int}, "num_det": {label: int},
-    "method": "area" | "11point", "iou_threshold": float} (+ "curves"). Classes are the labels seen in
+    Returns: {"map": float, "map_11point" or "map_area": the other method's mAP, "per_class": {label: AP},
+    "num_gt": {label: int}, "num_det": {label: int}, "method": "area" | "11point", "iou_threshold": float}
+    (+ "curves"). Classes are the labels seen in
     `gts` or `preds`; NaN AP for a class without ground truth, which `map` leaves out (NaN if none has any).
     """
     if not 0.0 <= float(iou_threshold) < 1.0:
@@ -222,8 +223,12 @@ def voc_map(
         c: average_precision(cv.recall, cv.precision, method) if cv.num_gt else float("nan") for c, cv in curves.items()
     }
     valid = [ap for c, ap in per_class.items() if curves[c].num_gt]
+    # The other method's mAP too, from the same curves (VOC07 results are quoted both ways).
+    other = "area" if use_07_metric else "11point"
+    other_valid = [average_precision(cv.recall, cv.precision, other) for cv in curves.values() if cv.num_gt]
     out: dict[str, Any] = {
         "map": sum(valid) / len(valid) if valid else float("nan"),
+        f"map_{other}": sum(other_valid) / len(other_valid) if other_valid else float("nan"),
         "per_class": per_class,
         "num_gt": {c: cv.num_gt for c, cv in curves.items()},
         "num_det": {c: int(cv.scores.numel()) for c, cv in curves.items()},
