@@ -208,7 +208,7 @@ def test_predict_command_with_the_onnxruntime_runtime(model, detector_file, tmp_
     keep = want["scores"] >= 0.5
     got = report["pictures"][0]["detections"]
     assert len(got) == int(keep.sum()) > 0
-    assert [d["name"] for d in got] == [n for n, k in zip(want["names"], keep.tolist()) if k]
+    assert [d["name"] for d in got] == [n for n, k in zip(want["names"], keep.tolist(), strict=True) if k]
     np.testing.assert_allclose([d["box"] for d in got], want["boxes"][keep].numpy(), atol=0.01)
     assert (out / "a.png").is_file()
     assert main([*argv, "--runtime", "onnxruntime", "--weights", "w.pt"]) == 2  # the file holds its weights

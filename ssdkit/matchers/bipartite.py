@@ -14,6 +14,7 @@ from pydantic import Field
 from torch import Tensor
 
 from ssdkit.boxes import batched_box_iou
+from ssdkit.matchers.ssd import no_matches
 from ssdkit.registry import MATCHERS, ComponentConfig
 
 __all__ = ["BipartiteMatcher", "BipartiteMatcherConfig", "bipartite_pairs"]
@@ -89,10 +90,7 @@ class BipartiteMatcher:
         B, G = gt_mask.shape
         P = priors.shape[0]
         if G == 0:
-            return (
-                torch.full((B, P), -1, dtype=torch.long, device=priors.device),
-                torch.zeros((B, P), dtype=priors.dtype, device=priors.device),
-            )
+            return no_matches(B, P, priors)
         iou = batched_box_iou(gt_boxes, priors).masked_fill(~gt_mask[..., None], -1.0)  # [B, G, P]
         best_iou, best_gt = iou.max(dim=1)  # per prior, [B, P]
         matches = torch.where(best_iou >= self.iou_threshold, best_gt, torch.full_like(best_gt, -1))

@@ -21,6 +21,14 @@ class SSDMatcherConfig(ComponentConfig):
     iou_threshold: float = Field(0.5, gt=0, lt=1, description="a prior whose best IoU >= this is positive")
 
 
+def no_matches(batch: int, num_priors: int, priors: Tensor) -> tuple[Tensor, Tensor]:
+    """A matcher's answer for a batch without ground truth: (matches `[B, P]` all -1, iou `[B, P]` zeros)."""
+    return (
+        torch.full((batch, num_priors), -1, dtype=torch.long, device=priors.device),
+        torch.zeros((batch, num_priors), dtype=priors.dtype, device=priors.device),
+    )
+
+
 @MATCHERS.register("ssd", config=SSDMatcherConfig)
 class SSDMatcher:
     """Match padded ground truth to priors, for a whole batch at once.
@@ -43,10 +51,7 @@ class SSDMatcher:
         B, G = gt_mask.shape
         P = priors.shape[0]
         if G == 0:
-            return (
-                torch.full((B, P), -1, dtype=torch.long, device=priors.device),
-                torch.zeros((B, P), dtype=priors.dtype, device=priors.device),
-            )
+            return no_matches(B, P, priors)
         if priors.device.type == "cpu" and B * G * P > PER_IMAGE_ABOVE:
             return self.per_image(gt_boxes, gt_mask, priors)
         return self.batched(gt_boxes, gt_mask, priors)
