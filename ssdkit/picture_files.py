@@ -6,11 +6,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["EXIF_ORIENTATION", "open_picture", "upright", "hwc_array", "check_float_range"]
+__all__ = [
+    "EXIF_ORIENTATION",
+    "open_picture",
+    "upright",
+    "displayed_size",
+    "check_pixel_limit",
+    "hwc_array",
+    "check_float_range",
+    "check_batch_size",
+    "picture_items",
+]
 
 EXIF_ORIENTATION = 0x0112
 
@@ -23,16 +34,32 @@ def open_picture(path: str | os.PathLike) -> Image.Image:
         raise FileNotFoundError(f"no such image file: {path}")
     try:
         with Image.open(path) as im:  # reads the header only
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit and im.width * im.height > limit:
-                raise Image.DecompressionBombError(
-                    f"{im.width}x{im.height} pixels exceed PIL.Image.MAX_IMAGE_PIXELS ({limit}); "
-                    "a decompression bomb? Raise that limit if you trust the file"
-                )
+            check_pixel_limit(im)
             im.load()
             return upright(im)
     except (OSError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from exc
+
+
+def check_pixel_limit(image: Image.Image) -> None:
+    """Refuse, before decoding, a picture claiming more than `PIL.Image.MAX_IMAGE_PIXELS` pixels (PIL
+    itself only warns below twice its limit)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and image.width * image.height > limit:
+        raise Image.DecompressionBombError(
+            f"{image.width}x{image.height} pixels exceed PIL.Image.MAX_IMAGE_PIXELS ({limit}); "
+            "a decompression bomb? Raise that limit if you trust the file"
+        )
+
+
+def displayed_size(image: Image.Image) -> tuple[int, int]:
+    """(w, h) of `image` as `upright` shows it, from its header alone: swapped for the EXIF tags that
+    turn the picture by 90 degrees (5 to 8)."""
+    try:
+        tag = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001  (a broken EXIF block: shown as stored, as `upright` does)
+        tag = 1
+    return (image.height, image.width) if tag in (5, 6, 7, 8) else (image.width, image.height)
 
 
 def upright(image: Image.Image) -> Image.Image:
@@ -73,3 +100,19 @@ def check_float_range(lo: float, hi: float, what: str) -> None:
     if hi > 1.0 or lo < 0.0:
         hint = " (0..255 values? divide by 255, or pass uint8)" if hi > 1.0 else " (clip it to 0..1)"
         raise ValueError(f"a float {what} must hold values in 0..1, this one spans {lo:g}..{hi:g}{hint}")
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """`batch_size` as an int, if it is a whole number >= 1; ValueError otherwise."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    return int(batch_size)
+
+
+def picture_items(images: Any) -> tuple[list[Any], bool]:
+    """(pictures, single): a list or tuple of pictures, an NHWC numpy batch, or one picture."""
+    if isinstance(images, (list, tuple)):
+        return list(images), False
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images), False
+    return [images], True

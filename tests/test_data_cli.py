@@ -185,3 +185,17 @@ def test_check_run_config_classes_against_the_model(tmp_path: Path, monkeypatch,
     assert main([*args, "--plot-dir", str(tmp_path / "p")]) == 1  # VOC's 20 names: 'circle' is unknown
     out = capsys.readouterr().out
     assert "class 'circle' is not in class_names" in out
+
+
+def test_check_measures_pictures_as_training_reads_them(tmp_path):
+    """A phone JPEG stored sideways (EXIF tag 6): `data check` sees the displayed size, as read_image does,
+    so it does not flag boxes that training accepts (or accept boxes that training refuses)."""
+    from PIL import Image
+
+    from ssdkit.data.base import read_image
+    from ssdkit.data.check import picture_size
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 20)).save(tmp_path / "phone.jpg", exif=exif)  # stored 40 wide, shown 20 wide
+    assert picture_size(str(tmp_path / "phone.jpg")) == tuple(read_image(tmp_path / "phone.jpg").shape[-2:]) == (40, 20)

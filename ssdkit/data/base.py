@@ -1,6 +1,7 @@
 """What every data set shares: an annotation `Record`, box checks, picture reading, `DetectionDataset`.
 
-Coordinates: boxes are xyxy in pixels of the stored picture, continuous (a box over pixel columns
+Coordinates: boxes are xyxy in pixels of the picture as displayed (its EXIF orientation applied,
+as `read_image` does), continuous (a box over pixel columns
 0 .. w-1 is [0, w]); labels are 1 .. K (0 is background, never a box's label).
 """
 

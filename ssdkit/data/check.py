@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ssdkit.data.base import BOX_TOLERANCE, DetectionDataset, Record
 from ssdkit.data.errors import BadItemError
+from ssdkit.picture_files import check_pixel_limit, displayed_size
 
 __all__ = ["Problem", "CheckReport", "check_dataset", "picture_size", "KINDS"]
 
@@ -103,11 +104,13 @@ class CheckReport:
 
 
 def picture_size(path: str) -> tuple[int, int]:
-    """(h, w) of a picture file after decoding it whole (JPEG at 1/8 scale: every byte is still read).
-    Raises BadItemError naming the file when it is missing or cannot be decoded."""
+    """(h, w) of a picture file as displayed (EXIF orientation applied, as training reads it), after
+    decoding it whole (JPEG at 1/8 scale: every byte is still read). Raises BadItemError naming the
+    file when it is missing, claims too many pixels or cannot be decoded."""
     try:
         with Image.open(path) as im:
-            w, h = im.size
+            check_pixel_limit(im)
+            w, h = displayed_size(im)
             im.draft("RGB", (max(w // 8, 1), max(h // 8, 1)))  # no-op for other formats
             im.load()
     except FileNotFoundError:
@@ -218,10 +221,10 @@ def check_dataset(
 
 
 def _header(rec: Record) -> tuple[int, int]:
-    """(h, w) from the picture's header only."""
+    """(h, w) as displayed, from the picture's header only."""
     try:
         with Image.open(rec.path) as im:
-            w, h = im.size
+            w, h = displayed_size(im)
     except FileNotFoundError:
         raise BadItemError(rec.path, "no such image file") from None
     except (OSError, ValueError, SyntaxError) as exc:
