@@ -122,7 +122,7 @@ def resolve(value: str | Path, weights: Optional[str | Path] = None, which: str 
         data = read_config_file(path)
         run = data if isinstance(data.get("model"), dict) else None
         # a run folder's config.yaml: its checkpoint comes with it
-        beside = [path.parent / n for n in CHECKPOINTS if (path.parent / n).is_file()]
+        beside = [path.parent / n for n in CHECKPOINTS if (path.parent / n).is_file()] if path.name == "config.yaml" else []
         src = Source(model, run, beside[0] if beside and weights is None else None)
     elif path.is_file():
         src = _from_weights(path)
@@ -141,20 +141,27 @@ def resolve(value: str | Path, weights: Optional[str | Path] = None, which: str 
     return src
 
 
-def build(src: Source):
-    """The model a `Source` describes, with its weights loaded (named ones through create_model)."""
+def without_backbone_weights(cfg: SSDConfig) -> SSDConfig:
+    """`cfg` with its backbone's starting weights (`backbone.weights`: imagenet, a file) left out: for a
+    model whose whole weights are loaded next."""
+    if getattr(cfg.backbone, "weights", None) is None:
+        return cfg
+    return cfg.model_copy(update={"backbone": cfg.backbone.model_copy(update={"weights": None})})
+
+
+def build(src: Source, *, state: Optional[dict[str, Any]] = None):
+    """The model a `Source` describes, with its weights loaded. `state`: a preset's named weights
+    already read (`pretrained.detector_state`), so a caller can fetch them before building."""
     from ssdkit import pretrained
     from ssdkit.build import build_model
     from ssdkit.weights import load_weights
 
-    cfg = src.model
-    if src.weights is not None and getattr(cfg.backbone, "weights", None) is not None:
-        # the whole model's weights replace the backbone's starting weights: neither fetch nor read those
-        cfg = cfg.model_copy(update={"backbone": cfg.backbone.model_copy(update={"weights": None})})
-    model = build_model(cfg)
+    # the whole model's weights replace the backbone's starting weights: neither fetch nor read those
+    model = build_model(without_backbone_weights(src.model) if src.weights is not None else src.model)
     named = pretrained.find(src.weights, preset=src.preset, kind="detector") if src.preset else None
     if named is not None:
-        pretrained.load_fitting(model, pretrained.detector_state(named), f"named weights {named.name!r}")
+        state = state if state is not None else pretrained.detector_state(named)
+        pretrained.load_fitting(model, state, f"named weights {named.name!r}")
     elif src.weights is not None:
         load_weights(model, src.weights)
     return model

@@ -86,6 +86,16 @@ def test_load_from_each_kind_of_path(run_dir, tmp_path):
     assert _same_weights(model, ssdkit.load(tmp_path / "mine.safetensors"))
     # a run config builds through create_model and build_model alike
     assert ssdkit.create_model(out / "config.yaml").num_classes == 3
+    # only a run folder's own config.yaml brings the folder's checkpoint: another config file lying in a
+    # run folder is a config alone (an untrained model), never silently that run's weights
+    other = out / "my_model.yaml"
+    other.write_text((out / "config.yaml").read_text())
+    try:
+        from ssdkit.sources import resolve
+
+        assert resolve(out / "config.yaml").weights is not None and resolve(other).weights is None
+    finally:
+        other.unlink()
 
 
 def test_init_from_another_run(run_dir):

@@ -235,3 +235,15 @@ def test_predict_command_with_a_preset_and_its_named_weights(torch_home, tmp_pat
     expected = ssdkit.create_model("ssdlite320_mobilenet_v3", weights="coco").eval().predict(str(tmp_path / "a.jpg"))
     assert [d["name"] for d in entry["detections"]] == expected["names"]
     assert (tmp_path / "a.png").is_file()
+
+
+def test_export_names_a_presets_named_weights_file_after_them(torch_home, tmp_path, monkeypatch):
+    """`ssdkit export PRESET --weights coco` (or the full name) writes ssdlite320_mobilenet_v3_coco.*, once."""
+    from ssdkit.cli import main
+
+    torch_home.add("ssdlite320_mobilenet_v3_coco")
+    monkeypatch.chdir(tmp_path)
+    for weights in ("coco", "ssdlite320_mobilenet_v3_coco"):
+        assert main(["export", "ssdlite320_mobilenet_v3", "--weights", weights, "--format", "torchscript"]) == 0
+        assert [p.name for p in tmp_path.iterdir()] == ["ssdlite320_mobilenet_v3_coco.torchscript.pt"]
+        (tmp_path / "ssdlite320_mobilenet_v3_coco.torchscript.pt").unlink()

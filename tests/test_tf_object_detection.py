@@ -116,6 +116,7 @@ def test_raw_outputs_match(raw, ref):
 
 
 def test_detections_match(converted, ref, photos):
+    assert converted.model.weights_loaded  # a converted model is trained: predict does not warn it is random
     found = converted.model.predict(photos)
     for i, det in enumerate(found):
         n = int(ref["num_detections"][i])

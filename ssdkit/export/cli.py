@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         weights = Path(source.weights)
         suffix = ".int8.onnx" if args.int8 else SUFFIX[args.format]
         # beside the weights file; for a preset's named weights, e.g. ssdlite320_mobilenet_v3_coco.onnx here
-        named = f"{source.preset}_{weights}{suffix}" if source.preset and not weights.suffix else None
+        named = f"{_named_weights(source.preset, weights)}{suffix}" if source.preset and not weights.suffix else None
         output = args.output or (Path(named) if named else weights.with_suffix(suffix))
         check_output_file(output, "--output")
         model = build(source).eval()
@@ -109,3 +109,11 @@ def _export_int8(model, output: Path, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="ssdkit-export-") as tmp:
         fp32 = to_onnx(model, Path(tmp) / "fp32.onnx", with_postprocess=args.with_postprocess, opset=args.opset)
         quantize_onnx(fp32, output, calibration_batches(model, args.calibrate, count=args.calibration_pictures))
+
+
+def _named_weights(preset: str, weights: Path) -> str:
+    """The full name of a preset's named weights (`coco` -> `ssdlite320_mobilenet_v3_coco`)."""
+    from ssdkit import pretrained
+
+    found = pretrained.find(str(weights), preset=preset, kind="detector")
+    return found.name if found is not None else f"{preset}_{weights}"

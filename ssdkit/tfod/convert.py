@@ -69,6 +69,7 @@ def from_tf_object_detection(path: str | Path, *, class_names: Optional[list[str
     mapper = _Mapper(graph)
     mapper.copy_backbone(model.backbone)
     mapper.copy_head(model.head)
+    model.weights_loaded = True  # copied in place, not through load_state_dict: predict must not call them random
     model.eval()
     unmapped = sorted(
         n.name

@@ -205,6 +205,7 @@ class Trainer:
     def _setup(self) -> None:
         from ssdkit.build import build_model
         from ssdkit.data import build_loader
+        from ssdkit.sources import without_backbone_weights
 
         cfg, tc, info = self.cfg, self.tc, self.dist
         check_output_folder(self.out_dir, "run folder (--out / train.out_dir)")
@@ -220,7 +221,8 @@ class Trainer:
         self._started_group = dist_utils.init(info, self.device)
 
         seed_everything(tc.seed)
-        model = build_model(cfg.model)
+        # init.weights replace the backbone's starting weights too: neither fetch nor read those
+        model = build_model(without_backbone_weights(cfg.model) if cfg.init.weights is not None else cfg.model)
         if cfg.init.weights is not None and self.resume_path is None:
             from ssdkit.pretrained import init_from
 
@@ -634,8 +636,10 @@ class Trainer:
                     or (tc.checkpoint_every is None and epoch_end)
                     or done
                 )
-                if want_save or improved:
-                    self._check_weights()  # on every process: all stop together
+                if want_save or want_eval:
+                    # On every process (only rank 0 knows `improved`, and it is only set on eval
+                    # steps): all check, so all stop together rather than rank 0 alone.
+                    self._check_weights()
                 if main and (want_save or improved):
                     state = self._state()
                     if want_save:
