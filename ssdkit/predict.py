@@ -13,10 +13,10 @@ import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from ssdkit.picture_files import check_batch_size, picture_items
 from ssdkit.pictures import as_255, read_picture, row_chunks
 from ssdkit.resize import ResizeMode, resize_bilinear
 
@@ -109,11 +109,9 @@ def to_tensor(image: Any) -> Tensor:
 
 def _items(images: Any) -> tuple[list[Any], bool]:
     """(pictures, single): a list or tuple, a batch (NHWC numpy array, NCHW tensor), or one picture."""
-    if isinstance(images, (list, tuple)):
+    if isinstance(images, Tensor) and images.dim() == 4:
         return list(images), False
-    if (isinstance(images, np.ndarray) and images.ndim == 4) or (isinstance(images, Tensor) and images.dim() == 4):
-        return list(images), False
-    return [images], True
+    return picture_items(images)
 
 
 _LOCK = threading.Lock()
@@ -144,12 +142,6 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
                     model.train()
 
 
-def _check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    return int(batch_size)
-
-
 @torch.inference_mode()
 def predict(model: Any, images: Any, batch_size: int = 8) -> Any:
     """Detect objects; returns one dict per picture (a single dict for a single picture):
@@ -158,7 +150,7 @@ def predict(model: Any, images: Any, batch_size: int = 8) -> Any:
     Safe to call from several threads on one model (see `evaluating`). Pictures are read one at a
     time, each kept only as its `[3, H, W]` network input.
     """
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     items, single = _items(images)
     if model.preprocessor is None:
         raise RuntimeError("this model has no preprocessor; build it with ssdkit.build_model(cfg)")

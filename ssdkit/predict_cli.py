@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                 used.add(drawn)
                 draw(path, det, score_threshold=args.score_threshold, path=args.out / drawn)
                 entries.append(_entry(path, drawn, det, args.score_threshold))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, ImportError) as exc:  # ImportError: --runtime without onnxruntime
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"ssdkit predict: {message}", file=sys.stderr)
         return 2

@@ -212,3 +212,18 @@ def test_predict_command_with_the_onnxruntime_runtime(model, detector_file, tmp_
     np.testing.assert_allclose([d["box"] for d in got], want["boxes"][keep].numpy(), atol=0.01)
     assert (out / "a.png").is_file()
     assert main([*argv, "--runtime", "onnxruntime", "--weights", "w.pt"]) == 2  # the file holds its weights
+
+
+def test_runtime_takes_batches_and_checks_batch_size_as_predict_does(model, detector_file):
+    detector = ssdkit.runtime.load(detector_file, threads=1)
+    smooth = pictures()[1]
+    batch = np.stack([smooth, smooth[::-1]])  # an NHWC batch: one dict per picture
+    got, want = detector.predict(batch), model.predict(batch)
+    assert len(got) == len(want) == 2
+    for g, w in zip(got, want, strict=True):
+        assert_same(g, w)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="batch_size must be a whole number"):
+            detector.predict([smooth], batch_size=bad)
+        with pytest.raises(ValueError, match="batch_size must be a whole number"):
+            model.predict([smooth], batch_size=bad)

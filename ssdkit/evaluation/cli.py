@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--07", dest="use_07_metric", action="store_true", default=None, help="VOC2007 11-point AP (VOC protocol)"
     )
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="the data folder of a recipe: the value of its ${VOC_ROOT} / ${COCO_ROOT} (else the environment's)",
+    )
     parser.add_argument("--iou", type=float, default=0.5, help="VOC: IoU a detection must exceed (default 0.5)")
     parser.add_argument("--out", default=None, metavar="DIR", help="folder for eval.json and pr_curves/")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when there is one), 'cpu', 'cuda:0', ...")
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from ssdkit.sources import build, resolve
     from ssdkit.train.config import RunConfig
     from ssdkit.train.overrides import ConfigKeyError
+    from ssdkit.train.variables import root_variables
 
     try:
         if not 0.0 <= args.iou < 1.0:
@@ -100,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         raw = dict(source.run or {"model": source.model.model_dump(mode="json"), "train": {"max_steps": 1}})
         if args.data is not None:
             raw["data"] = _read_data(Path(args.data))
-        cfg = RunConfig.from_dict(raw, args.overrides, source=args.config)
+        roots = root_variables([raw, list(args.overrides)], args.data_root) if args.data_root else None
+        cfg = RunConfig.from_dict(raw, args.overrides, source=args.config, variables=roots)
         if source.weights is None:
             raise ValueError(f"{args.config} carries no weights: give --weights (a checkpoint or weights file)")
         weights = Path(source.weights)

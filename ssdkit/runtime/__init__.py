@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ssdkit.picture_files import check_batch_size, picture_items
 from ssdkit.runtime.pictures import to_array
 from ssdkit.runtime.preprocess import ArrayPreprocessor
 
@@ -28,7 +29,7 @@ OUTPUTS = ["boxes", "scores", "labels", "num_detections"]
 
 
 def _preprocess_description(meta: dict[str, str], path: Path) -> dict[str, Any]:
-    if "ssdkit_preprocess" in meta:
+    if meta.get("ssdkit_preprocess"):
         return json.loads(meta["ssdkit_preprocess"])
     # Files exported before the description was written: the config holds the same settings.
     config = json.loads(meta.get("ssdkit_config") or "null")
@@ -53,9 +54,12 @@ class OnnxDetector:
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(self.path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
-        )
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # noqa: BLE001  (onnxruntime's own exception types, e.g. InvalidProtobuf)
+            raise ValueError(f"{self.path}: onnxruntime cannot open it ({type(exc).__name__}: {exc})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if "ssdkit_version" not in meta:
             raise ValueError(f"{self.path}: not an ssdkit export (it records no ssdkit_version)")
@@ -83,8 +87,8 @@ class OnnxDetector:
         """Detect objects, as `model.predict` does; returns one dict per picture (a single dict for a
         single picture): boxes `[N, 4]` float32 xyxy in that picture's pixels, scores `[N]` float32,
         labels `[N]` int64, names (list of str)."""
-        single = not isinstance(images, (list, tuple))
-        items = [images] if single else list(images)
+        batch_size = check_batch_size(batch_size)
+        items, single = picture_items(images)
         results = []
         for start in range(0, len(items), batch_size):
             pixels = [to_array(im) for im in items[start : start + batch_size]]

@@ -53,7 +53,7 @@ def _from_numpy(image: np.ndarray) -> np.ndarray:
 
 def to_array(image: Any) -> np.ndarray:
     """One picture -> `[3, h, w]` RGB in 0..255: uint8 for 8-bit pictures, float64 for float (0..1)
-    ones, float32 otherwise (16- and 32-bit integer pictures, other integer arrays)."""
+    ones, float32 for 16- and 32-bit integer pictures."""
     if isinstance(image, (str, os.PathLike)):
         return _from_pil(open_picture(image))
     if isinstance(image, Image.Image):

@@ -64,7 +64,7 @@ def expand_variables(
             if name in env:
                 return env[name]
             what = "the data root" if name.endswith("_ROOT") else "a value"
-            remedy = " or pass --data-root DIR" if name.endswith("_ROOT") else ""
+            remedy = " or pass --data-root DIR (ssdkit train and ssdkit eval)" if name.endswith("_ROOT") else ""
             raise ValueError(
                 f"{key}: ${{{name}}} is not set; it names {what} of this config: set the environment "
                 f"variable {name}{remedy}, or override the key with --set {key}=..."
