@@ -356,8 +356,8 @@ What is compared:
   `model.predict` (default NCHW, and channels_last), and `ssdkit.runtime` on ssdkit's own ONNX
   export in fp32 and in int8 (`ssdkit.export.quantize_onnx`). Random weights with a
   background-dominant class head (as a trained model's scores); VGG16's weights are torchvision's,
-  converted; for SSDLite ssdkit's preset is a larger network than torchvision's (4.0 M parameters
-  against 2.5 M), so its ratios understate ssdkit. The fastest path's GFLOP/s is compared with a
+  converted; ssdkit's SSDLite preset is torchvision's network (reduced tail; before 2026-11-30 it
+  had the full tail, 4.0 M parameters against 2.5 M). The fastest path's GFLOP/s is compared with a
   plain 3x3, 256-channel float32 convolution's in PyTorch in the same process.
 - **Training** (`--sections training`): matching + multibox loss, forward and backward, batch 32,
   SSD300's 8732 priors, 1..1, 1..10 and 1..50 boxes per picture: ssdkit's `model.loss` against
