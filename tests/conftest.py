@@ -137,6 +137,22 @@ def two_level_backbone():
     BACKBONES.unregister("two_level_test")
 
 
+def two_level_model(**overrides):
+    """A seeded 3-class, 64x64 SSD on the "two_level_test" backbone (register it with the
+    `two_level_backbone` fixture), without a loss; `overrides` replace config fields."""
+    import ssdkit
+
+    torch.manual_seed(0)
+    fields = {
+        "num_classes": 3,
+        "image_size": 64,
+        "backbone": {"type": "two_level_test"},
+        "priors": {"type": "ssd", "aspect_ratios": [[2], [2]], "scales": [0.2, 0.5, 0.9]},
+        "loss": None,
+    }
+    return ssdkit.build_model(ssdkit.SSDConfig(**{**fields, **overrides}))
+
+
 # ---------------------------------------------------------------- detections against a peer's
 
 

@@ -16,6 +16,7 @@ import pydantic
 import pytest
 import torch
 import yaml
+from conftest import two_level_model
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -33,15 +34,7 @@ def backbone(two_level_backbone):
 
 @pytest.fixture(scope="module")
 def model() -> ssdkit.SSD:
-    torch.manual_seed(0)
-    cfg = ssdkit.SSDConfig(
-        num_classes=3,
-        image_size=64,
-        backbone={"type": "two_level_test"},
-        priors={"type": "ssd", "aspect_ratios": [[2], [2]], "scales": [0.2, 0.5, 0.9]},
-        loss=None,
-    )
-    return ssdkit.build_model(cfg).eval()
+    return two_level_model().eval()
 
 
 def same_detections(a: dict, b: dict) -> bool:

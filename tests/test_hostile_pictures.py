@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import two_level_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -27,16 +28,8 @@ def backbone(two_level_backbone):
 
 @pytest.fixture(scope="module")
 def model() -> ssdkit.SSD:
-    torch.manual_seed(0)
-    cfg = ssdkit.SSDConfig(
-        num_classes=3,
-        image_size=64,
-        backbone={"type": "two_level_test"},
-        priors={"type": "ssd", "aspect_ratios": [[2], [2]], "scales": [0.2, 0.5, 0.9]},
-        postprocess={"type": "hard", "score_threshold": 0.05},  # low: every picture gives detections to compare
-        loss=None,
-    )
-    return ssdkit.build_model(cfg)
+    # a low score threshold: every picture gives detections to compare
+    return two_level_model(postprocess={"type": "hard", "score_threshold": 0.05})
 
 
 def same(a: dict, b: dict) -> bool:
