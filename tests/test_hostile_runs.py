@@ -261,3 +261,46 @@ def test_a_checkpoint_that_is_no_checkpoint(tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as err:
         train(run_cfg(max_steps=4), out_dir=tmp_path, resume=True)
     assert "weights_only=False" not in str(err.value) and "last.pt" in str(err.value)
+
+
+# ---------------------------------------------------------------- kill -9
+
+
+def test_kill_9_mid_run_leaves_a_whole_checkpoint_that_resumes(tmp_path):
+    """A real `kill -9` of a training process that checkpoints every step: whatever moment it lands,
+    last.pt loads, holds finite weights, and the run resumes from it to the end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from ssdkit.train.checkpoint import load_checkpoint
+
+    cfg = run_cfg(num_images=64, max_steps=400, checkpoint_every=1)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "ssdkit.cli", "train", str(tmp_path / "run.yaml"), "--out", str(out)]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pt").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (out / "last.pt").is_file(), proc.stderr.read().decode() if proc.poll() is not None else "no checkpoint"
+        time.sleep(0.7)  # several more checkpoint writes are under way: the kill lands mid-run
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    step = int(load_checkpoint(out / "last.pt")["step"])
+    assert 1 <= step < 400 and finite(out / "last.pt")
+    resumed = subprocess.run(
+        [*command, "--resume", "--set", f"train.max_steps={step + 2}"], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert int(load_checkpoint(out / "last.pt")["step"]) == step + 2
+    assert not list(out.glob(".*.tmp"))  # a write the kill cut short leaves no temp file behind
