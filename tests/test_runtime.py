@@ -189,9 +189,53 @@ def test_runtime_follows_the_picture_contract(model, detector_file, tmp_path):
 
 def test_runtime_refuses_a_resize_it_does_not_compute():
     description = {"image_size": [8, 8], "channel_order": "RGB", "scale": 1 / 255, "mean": [0] * 3, "std": [1] * 3}
-    ArrayPreprocessor({**description, "resize": "bilinear"})
-    with pytest.raises(ValueError, match="bilinear_asymmetric.*PyTorch"):
-        ArrayPreprocessor({**description, "resize": "bilinear_asymmetric"})
+    for mode in ("bilinear", "bilinear_asymmetric", "bilinear_align_corners"):
+        ArrayPreprocessor({**description, "resize": mode})
+    with pytest.raises(ValueError, match="'nearest'.*PyTorch"):
+        ArrayPreprocessor({**description, "resize": "nearest"})
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(1, 30),
+    w=st.integers(1, 30),
+    out_h=st.integers(1, 30),
+    out_w=st.integers(1, 30),
+    mode=st.sampled_from(["bilinear", "bilinear_asymmetric", "bilinear_align_corners"]),
+    seed=st.integers(0, 9),
+)
+def test_numpy_resize_equals_ssdkits_on_every_pixel_grid(h, w, out_h, out_w, mode, seed):
+    """The runtime's resize against ssdkit.resize (torch's interpolate, and TF1's asymmetric kernel)."""
+    from ssdkit.resize import resize_bilinear as torch_resize
+
+    x = np.random.default_rng(seed).random((3, h, w), dtype=np.float32) * 255
+    want = torch_resize(torch.from_numpy(x), (out_h, out_w), mode).numpy()
+    np.testing.assert_allclose(resize_bilinear(x, (out_h, out_w), mode), want, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["bilinear_asymmetric", "bilinear_align_corners"])
+def test_runtime_detections_equal_predict_on_other_pixel_grids(two_level_backbone, mode, tmp_path):
+    """A model whose preprocessing uses TF1's grid (as TF OD API conversions do) or corners on corners:
+    the runtime computes the same input, so the same detections."""
+    torch.manual_seed(0)
+    cfg = ssdkit.SSDConfig(
+        num_classes=4,
+        image_size=SIZE,
+        backbone={"type": "two_level_test"},
+        priors={"type": "ssd", "aspect_ratios": [[2], [2, 3]], "scales": [0.2, 0.5, 0.9]},
+        preprocess={"resize": mode},
+        loss=None,
+    )
+    model = ssdkit.build_model(cfg).eval()
+    with torch.no_grad():
+        for conv in model.head.cls:
+            conv.weight.mul_(2.0)
+            conv.bias.view(-1, 4)[:, 0] = 3.0
+    detector = ssdkit.runtime.load(to_onnx(model, tmp_path / "det.onnx", with_postprocess=True), threads=1)
+    for picture in pictures()[:2]:
+        want = model.predict(picture)
+        assert len(want["scores"]) > 0
+        assert_same(detector.predict(picture), want)
 
 
 def test_predict_command_with_the_onnxruntime_runtime(model, detector_file, tmp_path):

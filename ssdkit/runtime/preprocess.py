@@ -1,5 +1,6 @@
-"""`ssdkit.predict.Preprocessor`'s arithmetic in numpy: normalise, then resize as torch's bilinear
-`interpolate(..., align_corners=False)` does (no antialiasing), all in float32.
+"""`ssdkit.predict.Preprocessor`'s arithmetic in numpy: normalise, then resize bilinearly (no
+antialiasing) on the pixel grid the file names (`ssdkit.resize`: torch's `interpolate`, TF1's
+asymmetric grid, or corners on corners), all in float32.
 
 The settings come from an exported file's `ssdkit_preprocess` metadata, which
 `Preprocessor.describe()` writes.
@@ -11,33 +12,49 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArrayPreprocessor", "resize_bilinear"]
+__all__ = ["ArrayPreprocessor", "resize_bilinear", "RESIZE_MODES"]
+
+# ssdkit.config.ResizeMode's values (not imported: this module runs without pydantic and torch)
+RESIZE_MODES = ("bilinear", "bilinear_asymmetric", "bilinear_align_corners")
 
 
-def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights along one axis: (i0, i1, w0, w1), each `[out_size]`.
+def _axis(in_size: int, out_size: int, mode: str = "bilinear") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights along one axis: (i0, i1, w0, w1), each `[out_size]`, on the pixel
+    grid `mode` names (`ssdkit.resize`).
 
-    As torch computes them in float32: src = (in / out) * (dst + 0.5) - 0.5, clamped at 0,
-    i0 = floor(src), i1 = i0 + 1 except at the last input pixel, w1 = src - i0, w0 = 1 - w1;
-    the same size is copied. torch's kernel evaluates src with one fused multiply-add (a single
-    rounding), which float64 reproduces exactly here (a float32 times dst + 0.5 fits in 53 bits).
+    bilinear, as torch computes it in float32: src = (in / out) * (dst + 0.5) - 0.5, clamped at 0;
+    torch's kernel evaluates src with one fused multiply-add (a single rounding), which float64
+    reproduces exactly here (a float32 times dst + 0.5 fits in 53 bits); the same size is copied.
+    bilinear_asymmetric (TF1's ResizeBilinear): src = dst * float32(in / out), in float32.
+    bilinear_align_corners: src = dst * (in - 1) / (out - 1).
+    Then i0 = floor(src), i1 = i0 + 1 except at the last input pixel, w1 = src - i0, w0 = 1 - w1.
     """
-    if in_size == out_size:
+    if in_size == out_size and mode != "bilinear_align_corners":
         index = np.arange(out_size)
         return index, index, np.ones(out_size, np.float32), np.zeros(out_size, np.float32)
-    scale = np.float32(in_size) / np.float32(out_size)
-    src = (np.float64(scale) * (np.arange(out_size) + 0.5) - 0.5).astype(np.float32)
-    src = np.maximum(src, np.float32(0.0))
-    i0 = src.astype(np.int64)
+    dst = np.arange(out_size)
+    if mode == "bilinear":
+        scale = np.float32(in_size) / np.float32(out_size)
+        src = np.maximum((np.float64(scale) * (dst + 0.5) - 0.5).astype(np.float32), np.float32(0.0))
+    elif mode == "bilinear_asymmetric":
+        src = dst.astype(np.float32) * np.float32(in_size / out_size)
+    elif mode == "bilinear_align_corners":
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        src = (dst * scale).astype(np.float32)
+    else:
+        raise ValueError(f"unknown resize mode {mode!r}; use bilinear, bilinear_asymmetric or bilinear_align_corners")
+    i0 = np.minimum(src.astype(np.int64), in_size - 1)
     w1 = np.clip(src - i0.astype(np.float32), np.float32(0.0), np.float32(1.0))
     i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
     return i0, i1, np.float32(1.0) - w1, w1
 
 
-def _corners(x: np.ndarray, size: tuple[int, int]) -> tuple[list[np.ndarray], tuple[np.ndarray, ...]]:
+def _corners(
+    x: np.ndarray, size: tuple[int, int], mode: str = "bilinear"
+) -> tuple[list[np.ndarray], tuple[np.ndarray, ...]]:
     """The four source pixels of every output pixel, `[C, H, W]` each (top-left, top-right,
     bottom-left, bottom-right), and the weights (wx0, wx1, hy0, hy1)."""
-    (y0, y1, hy0, hy1), (x0, x1, wx0, wx1) = _axis(x.shape[1], size[0]), _axis(x.shape[2], size[1])
+    (y0, y1, hy0, hy1), (x0, x1, wx0, wx1) = _axis(x.shape[1], size[0], mode), _axis(x.shape[2], size[1], mode)
     top, bottom = x[:, y0, :], x[:, y1, :]  # [C, H, w]
     return [top[:, :, x0], top[:, :, x1], bottom[:, :, x0], bottom[:, :, x1]], (wx0, wx1, hy0[:, None], hy1[:, None])
 
@@ -49,9 +66,9 @@ def _combine(corners: list[np.ndarray], weights: tuple[np.ndarray, ...]) -> np.n
     return (c00 * wx0 + c01 * wx1) * hy0 + (c10 * wx0 + c11 * wx1) * hy1
 
 
-def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`[C, h, w]` float32 -> `[C, H, W]` float32, size = (H, W)."""
-    return _combine(*_corners(x, size))
+def resize_bilinear(x: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+    """`[C, h, w]` float32 -> `[C, H, W]` float32, size = (H, W), on the pixel grid `mode` names."""
+    return _combine(*_corners(x, size, mode))
 
 
 class ArrayPreprocessor:
@@ -74,11 +91,11 @@ class ArrayPreprocessor:
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ValueError(f"unreadable preprocessing description {description!r}: {exc!r}") from None
         # Files exported before `resize` was recorded were all half-pixel bilinear.
-        resize = description.get("resize", "bilinear")
-        if resize != "bilinear":
+        self.resize = str(description.get("resize", "bilinear"))
+        if self.resize not in RESIZE_MODES:
             raise ValueError(
-                f"this file's preprocessing resizes with {resize!r}, which ssdkit.runtime does not compute "
-                "(only 'bilinear', half-pixel centres): run the model with PyTorch (ssdkit.load(...).predict)"
+                f"this file's preprocessing resizes with {self.resize!r}, which ssdkit.runtime does not compute "
+                f"(it knows {', '.join(RESIZE_MODES)}): run the model with PyTorch (ssdkit.load(...).predict)"
             )
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
@@ -97,5 +114,5 @@ class ArrayPreprocessor:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         x = pixels[::-1] if self.channel_order == "BGR" else pixels
-        corners, weights = _corners(x, self.image_size)
+        corners, weights = _corners(x, self.image_size, self.resize)
         return _combine([self.normalize(c) for c in corners], weights)
