@@ -22,12 +22,27 @@ from ssdkit.backbones.extras import (
 from ssdkit.registry import BACKBONES, ComponentConfig
 from ssdkit.weights import reject_url
 
-__all__ = ["MobileNetV3Config", "MobileNetV3SSDLite"]
+__all__ = ["SSDLiteConfig", "MobileNetV3Config", "MobileNetV3SSDLite"]
 
 EXTRA_CHANNELS = (512, 256, 256, 128)
 
 
-class MobileNetV3Config(ComponentConfig):
+class SSDLiteConfig(ComponentConfig):
+    """What the SSDLite backbones' configs share: starting weights that are never a URL, and two
+    feature maps of the classifier followed by the four SSDLite extras."""
+
+    weights: str | None = None
+
+    @field_validator("weights")
+    @classmethod
+    def _local(cls, v: str | None) -> str | None:
+        return reject_url(v)
+
+    def num_levels(self) -> int:
+        return 2 + len(EXTRA_CHANNELS)
+
+
+class MobileNetV3Config(SSDLiteConfig):
     type: str = "mobilenet_v3_large"
     width_mult: float = Field(1.0, gt=0, le=4, description="MobileNetV3 width multiplier (the extras stay fixed)")
     reduced_tail: bool = Field(
@@ -40,14 +55,6 @@ class MobileNetV3Config(ComponentConfig):
         description="'imagenet' (torchvision's MobileNet_V3_Large_Weights.IMAGENET1K_V1, fetched and cached by "
         "torch.hub), or a local torchvision mobilenet_v3_large classification state dict (.pth or .safetensors)",
     )
-
-    @field_validator("weights")
-    @classmethod
-    def _local(cls, v: str | None) -> str | None:
-        return reject_url(v)
-
-    def num_levels(self) -> int:
-        return 2 + len(EXTRA_CHANNELS)
 
 
 @BACKBONES.register("mobilenet_v3_large", config=MobileNetV3Config)

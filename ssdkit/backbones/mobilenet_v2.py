@@ -14,7 +14,7 @@ loads with ``weights:``.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import Tensor, nn
 from torchvision.models import mobilenet_v2
 
@@ -26,14 +26,13 @@ from ssdkit.backbones.extras import (
     normal_init,
     ssdlite_extra_block,
 )
-from ssdkit.backbones.mobilenet import EXTRA_CHANNELS
-from ssdkit.registry import BACKBONES, ComponentConfig
-from ssdkit.weights import reject_url
+from ssdkit.backbones.mobilenet import EXTRA_CHANNELS, SSDLiteConfig
+from ssdkit.registry import BACKBONES
 
 __all__ = ["MobileNetV2Config", "MobileNetV2SSDLite", "use_tf_same_padding"]
 
 
-class MobileNetV2Config(ComponentConfig):
+class MobileNetV2Config(SSDLiteConfig):
     """The width, local weights and padding; the four SSDLite extras are mobilenet_v3_large's."""
 
     type: str = "mobilenet_v2"
@@ -46,14 +45,6 @@ class MobileNetV2Config(ComponentConfig):
     weights: str | None = Field(
         None, description="local path to a torchvision mobilenet_v2 classification state dict (.pth or .safetensors)"
     )
-
-    @field_validator("weights")
-    @classmethod
-    def _local(cls, v: str | None) -> str | None:
-        return reject_url(v)
-
-    def num_levels(self) -> int:
-        return 2 + len(EXTRA_CHANNELS)
 
 
 def use_tf_same_padding(module: nn.Module) -> nn.Module:
