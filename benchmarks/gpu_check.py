@@ -46,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: no CUDA device here; nothing to measure (run it on a machine with an NVIDIA GPU).")
         return 0
 
+    from ssdkit.categories import VOC_CLASSES
+    from ssdkit.config import RunConfig
     from ssdkit.data import build_loader
-    from ssdkit.data.categories import VOC_CLASSES
     from ssdkit.data.folders import write_shapes
-    from ssdkit.train import RunConfig
-    from ssdkit.train.optim import build_optimizer, scaled_lr
+    from ssdkit.engine.optim import build_optimizer, scaled_lr
 
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                        for t in targets]  # fmt: skip
             with torch.autocast("cuda", dtype=torch.float16):
                 loc, logits = model(images)
-            loss = model.loss(loc.float(), logits.float(), targets)["loss"]
+            loss = model.compute_loss(loc.float(), logits.float(), targets)["loss"]
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(25):
                 torch.cuda.synchronize(device)
                 t = time.perf_counter()
-                model.postprocess(loc, logits)
+                model.detect(loc, logits)
                 torch.cuda.synchronize(device)
                 times.append(time.perf_counter() - t)
         print(f"post-processing, batch 8: {1000 * statistics.median(times[5:]):.2f} ms (median)")

@@ -21,12 +21,12 @@ import torch
 
 import ssdkit
 import ssdkit.runtime
+from ssdkit.config import RunConfig, config_path
 from ssdkit.data.build import build_dataset
+from ssdkit.evaluation.metrics.coco import coco_map
+from ssdkit.evaluation.metrics.voc import voc_map
 from ssdkit.export import calibration_batches, quantize_onnx, to_onnx
-from ssdkit.metrics.coco import coco_map
-from ssdkit.metrics.voc import voc_map
-from ssdkit.train.config import RunConfig, config_path
-from ssdkit.weights import load_weights
+from ssdkit.io.weights import load_weights
 
 
 def scores(preds: list[dict], gts: list[dict]) -> tuple[float, float]:

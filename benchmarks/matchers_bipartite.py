@@ -19,11 +19,11 @@ import torch
 from ssdkit import presets
 from ssdkit.boxes import cxcywh_to_xyxy
 from ssdkit.build import build_model
+from ssdkit.config import RunConfig, config_path
 from ssdkit.data import build_loader
 from ssdkit.losses import pad_targets
 from ssdkit.matchers import BipartiteMatcher, SSDMatcher
 from ssdkit.registry import PRIORS
-from ssdkit.train.config import RunConfig, config_path
 
 SSD300_FEATURES = [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]
 

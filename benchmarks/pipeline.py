@@ -50,9 +50,9 @@ from torchvision.transforms import v2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ssdkit import presets  # noqa: E402
+from ssdkit.config.data import AugmentConfig  # noqa: E402
 from ssdkit.data import VOCDataset  # noqa: E402
 from ssdkit.data.build import preprocessor_for  # noqa: E402
-from ssdkit.data.config import AugmentConfig  # noqa: E402
 from ssdkit.data.folders import write_shapes  # noqa: E402
 from ssdkit.data.loader import Collate  # noqa: E402
 from ssdkit.data.pipeline import ModelInputs  # noqa: E402

@@ -37,7 +37,7 @@ from timing import interleaved  # noqa: E402
 from training import bench_training  # noqa: E402
 
 import ssdkit  # noqa: E402
-from ssdkit.convert import from_torchvision  # noqa: E402
+from ssdkit.io.convert import from_torchvision  # noqa: E402
 from ssdkit.postprocess import SoftNMS  # noqa: E402
 from ssdkit.predict import predict  # noqa: E402
 
@@ -120,13 +120,13 @@ def bench_postprocess(tv, ours, repeats: int) -> tuple[str, list[str]]:
         cands = int((torch.softmax(logits, -1)[..., 1:] > 0.01).sum()) // B
         head = {"bbox_regression": loc, "cls_logits": logits}
         soft = copy.copy(ours)
-        soft.postprocessor = SoftNMS()
+        soft.postprocess = SoftNMS()
         with torch.no_grad():
             t = interleaved(
                 {
                     "tv": lambda: tv.postprocess_detections(head, [anchors] * B, sizes),  # noqa: B023
-                    "ours": lambda: ours.postprocess(loc, logits),  # noqa: B023
-                    "soft": lambda: soft.postprocess(loc, logits),  # noqa: B023
+                    "ours": lambda: ours.detect(loc, logits),  # noqa: B023
+                    "soft": lambda: soft.detect(loc, logits),  # noqa: B023
                 },
                 repeats,
             )
@@ -141,8 +141,8 @@ def bench_postprocess(tv, ours, repeats: int) -> tuple[str, list[str]]:
         )
         if kind == "trained-like":
             old = copy.copy(ours)
-            old.postprocessor = OneCallNMS()
-            t_old = interleaved({"old": lambda: old.postprocess(loc, logits)}, max(2, repeats // 10))["old"]  # noqa: B023
+            old.postprocess = OneCallNMS()
+            t_old = interleaved({"old": lambda: old.detect(loc, logits)}, max(2, repeats // 10))["old"]  # noqa: B023
             notes.append(
                 f"ssdkit's previous hard NMS (one torchvision `nms` call over the whole batch with per-group "
                 f"coordinate offsets) took {ms(t_old)} on the trained-like batch: {t_old / t['ours']:.0f}x the "
@@ -326,7 +326,7 @@ PAGE_HEAD = """# Benchmarks: ssdkit against torchvision
 
 `make bench` (= `.venv/bin/python benchmarks/run.py`) times ssdkit against torchvision's
 `ssd300_vgg16` in one process, with the same random weights (converted by
-`ssdkit.convert.from_torchvision`) and the same inputs, and prints the tables below.
+`ssdkit.io.convert.from_torchvision`) and the same inputs, and prints the tables below.
 `--compile` adds `torch.compile` rows (a minute or so of compiling on a small machine),
 `--quick` takes fewer repeats, `--write docs/benchmarks.md` regenerates this page.
 
@@ -337,7 +337,7 @@ machine for numbers worth comparing; the load average at the start is in the hea
 
 What is compared:
 
-- **Post-processing alone**: ssdkit's `model.postprocess(loc, logits)` against
+- **Post-processing alone**: ssdkit's `model.detect(loc, logits)` against
   torchvision's `model.postprocess_detections(head_outputs, anchors, image_sizes)`, batch 8,
   21 classes, the same defaults (score > 0.01, top 400 per class, IoU 0.45, 200 per image).
   "Trained-like" outputs have background dominant and clusters of confident duplicates
@@ -360,7 +360,7 @@ What is compared:
   had the full tail, 4.0 M parameters against 2.5 M). The fastest path's GFLOP/s is compared with a
   plain 3x3, 256-channel float32 convolution's in PyTorch in the same process.
 - **Training** (`--sections training`): matching + multibox loss, forward and backward, batch 32,
-  SSD300's 8732 priors, 1..1, 1..10 and 1..50 boxes per picture: ssdkit's `model.loss` against
+  SSD300's 8732 priors, 1..1, 1..10 and 1..50 boxes per picture: ssdkit's `model.compute_loss` against
   torchvision's per-image `box_iou` + `SSDMatcher` + `compute_loss`; and the matcher alone
   (torchvision / ssdkit time) at batch 1, 8, 32, 64.
 
@@ -370,7 +370,7 @@ decoded, and the exact greedy NMS compares boxes only within a group (image, cla
 leader passes remove each object's cluster of duplicates in O(N), pairwise IoU matrices
 handle what is left, and since greedy NMS is causal only each image's best candidates
 are examined until 200 detections survive. Results equal torchvision's (tested in
-`tests/test_postprocess.py`).
+`tests/postprocess/test_postprocess.py`).
 
 Why `channels_last` is not the default: oneDNN's NHWC convolutions are ~20% faster here,
 but they sum in a different order, and through a deep random VGG that moves outputs by

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ssdkit.box_coders.ssd import SSDBoxCoder
 from ssdkit.boxes import batched_box_iou, cxcywh_to_xyxy
-from ssdkit.coders.ssd import SSDBoxCoder
 
 
 def trained_like_outputs(

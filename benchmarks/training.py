@@ -1,4 +1,4 @@
-"""Matching + loss, forward and backward: ssdkit's `model.loss` against torchvision's SSD training step
+"""Matching + loss, forward and backward: ssdkit's `model.compute_loss` against torchvision's SSD training step
 (per-image `box_iou` + `SSDMatcher`, then `compute_loss`), on the same head outputs and ground truth."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def loss_steps(tv, ours, batch: int, max_boxes: int, num_classes: int):
         (losses["bbox_regression"] + losses["classification"]).backward()
 
     def ssdkit_step():
-        ours.loss(loc, logits, targets)["loss"].backward()
+        ours.compute_loss(loc, logits, targets)["loss"].backward()
 
     return torchvision_step, ssdkit_step
 

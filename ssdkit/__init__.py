@@ -10,9 +10,17 @@ Public API::
     mine = ssdkit.load("runs/my_run")              # a trained run's best checkpoint, ready to predict
     ssdkit.draw("street.jpg", dets, path="out.png")
     result = ssdkit.train("my_run.yaml")           # a run config: model, data, train, eval
+    run = ssdkit.RunConfig.from_file("my_run.yaml")
     scores = ssdkit.evaluate(model, ssdkit.data.build_loader(run.data, run.model, "val"))
+
+The layers, lowest first (docs/architecture.md): `config` -> components (`backbones`, `heads`,
+`priors`, `matchers`, `box_coders`, `losses`, `postprocess`) -> model (`build_model`, `SSD`,
+`predict`) -> `data`, `engine`, `evaluation`, `export`, `analysis` -> `cli`. Every subpackage is
+an attribute of `ssdkit`, imported on first use (PEP 562), so `import ssdkit` does not pay for the
+trainer, the metrics or the exporters.
 """
 
+import importlib as _importlib
 import importlib.util as _util
 
 # Where torch is not installed (a deployment that only runs exported files), `import ssdkit` still
@@ -23,9 +31,10 @@ except (ValueError, ImportError):  # torch blocked on purpose (sys.modules["torc
     _HAS_TORCH = False
 
 if _HAS_TORCH:
-    from ssdkit import (  # noqa: F401  (register built-ins)
+    # The component packages register the built-in parts that configs name; data registers the data sets.
+    from ssdkit import (  # noqa: F401
         backbones,
-        coders,
+        box_coders,
         data,
         heads,
         losses,
@@ -33,48 +42,76 @@ if _HAS_TORCH:
         postprocess,
         presets,
         priors,
-        registry,  # noqa: F401  (first: the component modules register into it)
+        registry,
     )
     from ssdkit.build import build_model
-    from ssdkit.config import PreprocessConfig, SSDConfig
+    from ssdkit.config import PreprocessConfig, RunConfig, SSDConfig
     from ssdkit.draw import draw
-    from ssdkit.hub import create_model
+    from ssdkit.io.sources import create_model, load
+    from ssdkit.io.weights import load_weights, save_weights
     from ssdkit.model import SSD
-    from ssdkit.sources import load
 
 __version__ = "0.1.0"
+
+# Subpackages and modules reached as attributes (`ssdkit.export.to_onnx`), imported on first use.
+_SUBMODULES = (
+    "analysis",
+    "backbones",
+    "box_coders",
+    "boxes",
+    "categories",
+    "cli",
+    "config",
+    "data",
+    "engine",
+    "evaluation",
+    "export",
+    "heads",
+    "io",
+    "losses",
+    "matchers",
+    "postprocess",
+    "predict",
+    "preprocess",
+    "presets",
+    "priors",
+    "registry",
+    "runtime",
+)
+# Functions that live in a lazily imported module: name -> module.
+_LAZY_FUNCTIONS = {"train": "ssdkit.engine.trainer", "evaluate": "ssdkit.evaluation.evaluate"}
 
 __all__ = [
     "SSD",
     "SSDConfig",
     "PreprocessConfig",
+    "RunConfig",
     "build_model",
     "create_model",
     "load",
+    "load_weights",
+    "save_weights",
     "draw",
-    "presets",
-    "registry",
-    "data",
     "train",
     "evaluate",
-    "runtime",
     "__version__",
+    *_SUBMODULES,
 ]
 
 
 def __getattr__(name: str):
-    # Imported on first use, so `import ssdkit` does not pay for the trainer or the metrics:
-    # `ssdkit.train(cfg)` (the package is callable) and `ssdkit.evaluate(model, loader)`.
-    import importlib
-
-    if name == "train":
-        return importlib.import_module("ssdkit.train")
-    if name == "evaluate":
-        return importlib.import_module("ssdkit.evaluation").evaluate
-    if name == "runtime":
-        return importlib.import_module("ssdkit.runtime")
+    if name == "runtime" or (_HAS_TORCH and name in _SUBMODULES):
+        return _importlib.import_module(f"ssdkit.{name}")
+    if _HAS_TORCH and name in _LAZY_FUNCTIONS:
+        value = getattr(_importlib.import_module(_LAZY_FUNCTIONS[name]), name)
+        globals()[name] = value
+        return value
     if not _HAS_TORCH and name in __all__:
         raise ImportError(
             f"ssdkit.{name} needs torch, which this Python lacks; ssdkit.runtime runs exported files without it"
         )
     raise AttributeError(f"module 'ssdkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -6,10 +6,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ssdkit.config import SSDConfig
+from ssdkit.config.model import SSDConfig
 from ssdkit.model import SSD
-from ssdkit.predict import Preprocessor
-from ssdkit.registry import BACKBONES, BOX_CODERS, HEADS, LOSSES, MATCHERS, NMS, PRIORS
+from ssdkit.preprocess import Preprocessor
+from ssdkit.registry import BACKBONES, BOX_CODERS, HEADS, LOSSES, MATCHERS, POSTPROCESS, PRIORS
 
 __all__ = ["build_model", "as_config", "MAX_HEAD_PARAMETERS", "MAX_OUTPUTS_PER_IMAGE"]
 
@@ -74,7 +74,7 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
         head,
         prior_generator,
         box_coder,
-        NMS.build(cfg.postprocess),
+        POSTPROCESS.build(cfg.postprocess),
         image_size=cfg.image_size,
         num_classes=cfg.num_classes,
         preprocessor=Preprocessor(cfg.image_size, pre.mean, pre.std, pre.scale, pre.channel_order, pre.resize),

@@ -11,7 +11,7 @@ from typing import Any, Optional, Union
 import torch
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
-from ssdkit.predict import to_tensor
+from ssdkit.preprocess import to_tensor
 
 __all__ = ["draw", "class_colour"]
 

@@ -1,6 +1,6 @@
 """`SSD`: backbone + head + priors, with decoding and post-processing attached.
 
-Coordinates: `model.priors` and everything `forward`/`postprocess` return are
+Coordinates: `model.priors` and everything `forward`/`detect` return are
 normalised to [0, 1] of the network input; `predict` returns pixels of each
 caller's own image (docs/coordinates.md).
 """
@@ -25,11 +25,11 @@ class SSD(nn.Module):
         head: module, list of feature maps -> (loc [B, P, 4], logits [B, P, C]).
         prior_generator: has `.num_anchors` and `__call__(feature_sizes, image_size) -> [P, 4]`.
         box_coder: has `encode`/`decode` (offsets <-> xyxy boxes, against cxcywh priors).
-        postprocessor: (boxes [B, P, 4], probs [B, P, C]) -> list of detections.
+        postprocess: (boxes [B, P, 4], probs [B, P, C]) -> list of detections.
         image_size: (height, width) of the network input.
         num_classes: including background (label 0).
-        preprocessor: turns user pictures into the input batch (`ssdkit.predict.Preprocessor`).
-        matcher, loss: used by `loss()`; optional for inference-only models.
+        preprocessor: turns user pictures into the input batch (`ssdkit.preprocess.Preprocessor`).
+        matcher, loss: used by `compute_loss()`; optional for inference-only models.
         class_names: names of labels 1 .. C - 1.
         score_activation: "softmax" (one distribution per prior, background at 0), or "sigmoid"
             for heads trained with independent per-class sigmoids (focal loss in sigmoid mode).
@@ -41,7 +41,7 @@ class SSD(nn.Module):
         head: nn.Module,
         prior_generator: Any,
         box_coder: Any,
-        postprocessor: Postprocessor,
+        postprocess: Postprocessor,
         *,
         image_size: tuple[int, int],
         num_classes: int,
@@ -56,9 +56,9 @@ class SSD(nn.Module):
         self.head = head
         self.prior_generator = prior_generator
         self.box_coder = box_coder
-        self.postprocessor = postprocessor
+        self.postprocess = postprocess
         self.matcher = matcher
-        self.loss_fn = loss
+        self.loss = loss
         self.preprocessor = preprocessor
         if score_activation not in ("softmax", "sigmoid"):
             raise ValueError(f"score_activation must be 'softmax' or 'sigmoid', got {score_activation!r}")
@@ -117,12 +117,12 @@ class SSD(nn.Module):
         return self.box_coder.decode(loc, self.priors.to(loc.dtype))
 
     @torch.no_grad()
-    def postprocess(self, loc: Tensor, logits: Tensor) -> list[Detections]:
+    def detect(self, loc: Tensor, logits: Tensor) -> list[Detections]:
         """Raw outputs -> per image {boxes [N, 4] xyxy normalised, scores [N], labels [N]}."""
         loc, logits = loc.float(), logits.float()
-        from_logits = getattr(self.postprocessor, "from_logits", None)
+        from_logits = getattr(self.postprocess, "from_logits", None)
         if from_logits is None or self.score_activation != "softmax":  # the fast path assumes softmax
-            return self.postprocessor(self.decode(loc), self.scores(logits))
+            return self.postprocess(self.decode(loc), self.scores(logits))
         P = loc.shape[1]
         flat_loc, priors = loc.reshape(-1, 4), self.priors.to(loc.dtype)
 
@@ -136,11 +136,11 @@ class SSD(nn.Module):
         """logits `[B, P, C]` -> class scores `[B, P, C]` in [0, 1] (column 0: background)."""
         return torch.softmax(logits, dim=-1) if self.score_activation == "softmax" else torch.sigmoid(logits)
 
-    def loss(self, loc: Tensor, logits: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    def compute_loss(self, loc: Tensor, logits: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Training loss terms and their sum under "loss"; see ssdkit.losses."""
-        if self.loss_fn is None:
+        if self.loss is None:
             raise RuntimeError("this model was built without a loss; set `loss:` in its config")
-        return self.loss_fn(loc, logits, targets, self.priors)
+        return self.loss(loc, logits, targets, self.priors)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -5,41 +5,10 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable
 
-from torchvision.models.detection import SSD300_VGG16_Weights
+from ssdkit.categories import COCO80_CLASSES, COCO_CLASSES, VOC_CLASSES
+from ssdkit.config.model import SSDConfig
 
-from ssdkit.config import SSDConfig
-
-__all__ = ["get", "names", "weights", "register_preset", "VOC_CLASSES", "COCO_CLASSES", "COCO80_CLASSES"]
-
-VOC_CLASSES = [
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-]
-
-# torchvision's COCO detectors' 91 labels, from its weights' metadata: 0 is '__background__', and the
-# ids of the COCO categories that were never annotated are 'N/A' slots, so that label k is COCO
-# category id k. Names of labels 1 .. 90:
-COCO_CLASSES: list[str] = list(SSD300_VGG16_Weights.COCO_V1.meta["categories"][1:])
-# the 80 annotated categories in id order (contiguous labels 1 .. 80, as NVIDIA's SSD300)
-COCO80_CLASSES: list[str] = [c for c in COCO_CLASSES if c != "N/A"]
+__all__ = ["get", "names", "weights", "register_preset"]
 
 _PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
 
@@ -72,7 +41,7 @@ def names() -> list[str]:
 def weights(name: str) -> list[dict[str, Any]]:
     """The named pretrained weights that fit preset `name` (`create_model(name, weights=alias)`), each
     with its source, URL, cache path, published accuracy, recipe and licence note."""
-    from ssdkit import pretrained
+    from ssdkit.io import pretrained
 
     get(name)  # the unknown-preset error
     return [w.describe() for w in pretrained.CATALOG.values() if w.kind == "detector" and w.target == name]
@@ -231,7 +200,7 @@ def _ssdlite300_mobilenet_v2_tf() -> dict[str, Any]:
     anchors (0.2 .. 0.95, reduced lowest layer), [ty, tx, th, tw] offsets with scale factors 10, 10, 5, 5,
     sigmoid scores (trained with a weighted sigmoid loss: focal with gamma 0, no alpha), and TF's
     post-processing (scores > 1e-8, IoU 0.6, 100 per image, boxes clipped after NMS).
-    `ssdkit.convert.from_tf_object_detection` reads all of this from a frozen graph instead."""
+    `ssdkit.io.convert.from_tf_object_detection` reads all of this from a frozen graph instead."""
     return {
         "num_classes": 91,
         "image_size": 300,

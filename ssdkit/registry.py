@@ -35,7 +35,7 @@ __all__ = [
     "MATCHERS",
     "BOX_CODERS",
     "LOSSES",
-    "NMS",
+    "POSTPROCESS",
     "DATASETS",
     "ALL_REGISTRIES",
     "load_plugins",
@@ -185,7 +185,7 @@ PRIORS = Registry("prior generator", context="() -> object with .num_anchors and
 MATCHERS = Registry("matcher", context="()")
 BOX_CODERS = Registry("box coder", context="()")
 LOSSES = Registry("loss", context="(box_coder, matcher)")
-NMS = Registry("nms", context="()")
+POSTPROCESS = Registry("postprocess", context="()")
 # Not in ALL_REGISTRIES: that maps SSDConfig's fields, and a data set belongs to the run, not the model.
 DATASETS = Registry("dataset", context="() -> ssdkit.data.DetectionDataset")
 
@@ -196,7 +196,7 @@ ALL_REGISTRIES: dict[str, Registry] = {
     "matcher": MATCHERS,
     "box_coder": BOX_CODERS,
     "loss": LOSSES,
-    "postprocess": NMS,
+    "postprocess": POSTPROCESS,
 }
 
 _plugins_loaded = False

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssdkit.config import ResizeMode
+from ssdkit.config.model import ResizeMode
 
 __all__ = ["ResizeMode", "resize_bilinear"]
 

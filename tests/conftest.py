@@ -231,7 +231,7 @@ class FakeTorchHome:
         self.root = root
 
     def add(self, name: str):
-        from ssdkit import pretrained
+        from ssdkit.io import pretrained
 
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("TORCH_HOME", str(self.root))

@@ -39,7 +39,7 @@ def page() -> str:
 
 def test_committed_page_is_up_to_date(page: str) -> None:
     _, why = gen.run_part()
-    note = f" (ssdkit.train did not import: {why})" if why else ""
+    note = f" (ssdkit.engine did not import: {why})" if why else ""
     assert gen.generate() == page, (
         f"docs/config-reference.md is stale: run python scripts/gen_config_reference.py{note}"
     )

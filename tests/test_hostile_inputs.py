@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import ssdkit
-import ssdkit.config
+import ssdkit.config.files
 
 # ---------------------------------------------------------------- a tiny model
 
@@ -50,12 +50,12 @@ def check_detections(det: dict, width: int, height: int, model: ssdkit.SSD) -> N
     boxes, scores, labels = det["boxes"], det["scores"], det["labels"]
     n = scores.shape[0]
     assert boxes.shape == (n, 4) and labels.shape == (n,) and labels.dtype == torch.int64
-    assert n <= model.postprocessor.max_detections
+    assert n <= model.postprocess.max_detections
     assert bool(torch.isfinite(boxes).all()) and bool(torch.isfinite(scores).all())
     assert bool((boxes[:, 0::2] >= 0).all() and (boxes[:, 0::2] <= width).all())
     assert bool((boxes[:, 1::2] >= 0).all() and (boxes[:, 1::2] <= height).all())
     assert bool((boxes[:, 2:] >= boxes[:, :2]).all())
-    assert bool((scores > model.postprocessor.score_threshold).all() and (scores <= 1).all())
+    assert bool((scores > model.postprocess.score_threshold).all() and (scores <= 1).all())
     assert bool(((labels >= 1) & (labels < model.num_classes)).all())
     assert det["names"] == [model.class_names[i - 1] for i in labels.tolist()]
 
@@ -158,7 +158,7 @@ def test_hostile_yaml_is_refused_cheaply(tmp_path, name):
 
 
 def test_oversized_config_file_is_refused_before_reading(tmp_path, monkeypatch):
-    monkeypatch.setattr(ssdkit.config, "MAX_CONFIG_BYTES", 1000)
+    monkeypatch.setattr(ssdkit.config.files, "MAX_CONFIG_BYTES", 1000)
     path = tmp_path / "big.yaml"
     path.write_text("num_classes: 3\n" + "# padding\n" * 200)
     with pytest.raises(ValueError, match=r"big\.yaml: \d+ bytes is too large"):
@@ -332,13 +332,13 @@ def test_nan_and_inf_logits_are_dropped_with_a_warning(model):
     hostile[:, bad[1], 2] = float("inf")
     hostile[:, bad[2], 0] = float("nan")
     with pytest.warns(RuntimeWarning, match=r"post-processing: 120 logits are NaN or infinite \(images \[0, 1\]\)"):
-        got = model.postprocess(loc, hostile)
-    expected = model.postprocess(loc, clean)
+        got = model.detect(loc, hostile)
+    expected = model.detect(loc, clean)
     for a, b in zip(got, expected, strict=True):
         assert bool(torch.isfinite(a["boxes"]).all()) and bool(torch.isfinite(a["scores"]).all())
         assert torch.equal(a["labels"], b["labels"]) and torch.equal(a["boxes"], b["boxes"])
     with pytest.warns(RuntimeWarning, match="NaN or infinite"):
-        nothing = model.postprocess(loc, torch.full_like(logits, float("nan")))
+        nothing = model.detect(loc, torch.full_like(logits, float("nan")))
     assert all(d["scores"].numel() == 0 for d in nothing)
 
 
@@ -347,4 +347,4 @@ def test_finite_logits_give_no_warning(model):
     P, C = model.priors.shape[0], model.num_classes
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model.postprocess(torch.randn(2, P, 4), torch.randn(2, P, C) * 1e30)  # huge, but finite
+        model.detect(torch.randn(2, P, 4), torch.randn(2, P, C) * 1e30)  # huge, but finite

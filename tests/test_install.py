@@ -40,7 +40,7 @@ def test_wheel_holds_the_package_configs_and_py_typed(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
 
     assert "ssdkit/py.typed" in names
-    configs = {f"ssdkit/train/configs/{p.name}" for p in (ROOT / "ssdkit/train/configs").glob("*.yaml")}
+    configs = {f"ssdkit/config/recipes/{p.name}" for p in (ROOT / "ssdkit/config/recipes").glob("*.yaml")}
     assert configs and configs <= names
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "ssdkit").rglob("*.py") if "__pycache__" not in p.parts}
     assert modules <= names, sorted(modules - names)

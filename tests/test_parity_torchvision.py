@@ -12,7 +12,7 @@ from conftest import unmatched_detections
 from torchvision.models.detection import ssd300_vgg16
 
 import ssdkit
-from ssdkit.convert import from_torchvision
+from ssdkit.io.convert import from_torchvision
 
 NUM_CLASSES = 21
 
@@ -77,14 +77,14 @@ def test_postprocess_matches(pair, raw, setting):
 
     sizes = [(300, 300)] * loc.shape[0]
     anchors = tv.anchor_generator(ImageList(torch.zeros(len(sizes), 3, 300, 300), sizes), raw[0])
-    saved = (tv.score_thresh, tv.topk_candidates, tv.nms_thresh, tv.detections_per_img, ours.postprocessor)
+    saved = (tv.score_thresh, tv.topk_candidates, tv.nms_thresh, tv.detections_per_img, ours.postprocess)
     try:
         tv.score_thresh, tv.topk_candidates, tv.nms_thresh, tv.detections_per_img = setting
-        ours.postprocessor = HardNMS(score_threshold=score, top_k=top_k, iou_threshold=iou, max_detections=cap)
+        ours.postprocess = HardNMS(score_threshold=score, top_k=top_k, iou_threshold=iou, max_detections=cap)
         theirs = tv.postprocess_detections(expected, anchors, sizes)
-        got = ours.postprocess(loc, logits)
+        got = ours.detect(loc, logits)
     finally:
-        tv.score_thresh, tv.topk_candidates, tv.nms_thresh, tv.detections_per_img, ours.postprocessor = saved
+        tv.score_thresh, tv.topk_candidates, tv.nms_thresh, tv.detections_per_img, ours.postprocess = saved
     for i, (e, d) in enumerate(zip(theirs, got, strict=True)):
         d = {**d, "boxes": d["boxes"] * 300.0}
         assert len(d["scores"]) == len(e["scores"]) > 0, f"image {i}: {len(d['scores'])} vs {len(e['scores'])}"

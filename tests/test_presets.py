@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ssdkit
-from ssdkit.config import SSDConfig
+from ssdkit.config.model import SSDConfig
 from ssdkit.registry import PRIORS
 
 

@@ -20,7 +20,7 @@ def test_every_exported_name_resolves():
 def test_import_ssdkit_does_not_load_the_trainer_metrics_or_export():
     code = (
         "import sys, ssdkit; "
-        "print(sorted(m for m in ('ssdkit.train', 'ssdkit.evaluation', 'ssdkit.export', 'onnx', 'matplotlib', "
+        "print(sorted(m for m in ('ssdkit.engine', 'ssdkit.evaluation', 'ssdkit.export', 'onnx', 'matplotlib', "
         "'pycocotools') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

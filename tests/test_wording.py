@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ssdkit.engine.runlog import ProgressBar
 from ssdkit.text import count
-from ssdkit.train.runlog import ProgressBar
 
 
 def test_count_uses_the_singular_for_one():

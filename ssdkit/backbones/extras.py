@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops.misc import Conv2dNormActivation
 
-from ssdkit.weights import read_state_dict
+from ssdkit.io.weights import read_state_dict
 
 __all__ = [
     "SSDLITE_BN",
@@ -110,9 +110,9 @@ def xavier_init(module: nn.Module) -> None:
 
 def load_classifier_weights(model: nn.Module, weights: str | Path, backbone: str) -> None:
     """Load a torchvision classification state dict into the whole classifier `model`, strictly:
-    named weights of `backbone` (e.g. ``imagenet``, see ssdkit.pretrained), or a local file
+    named weights of `backbone` (e.g. ``imagenet``, see ssdkit.io.pretrained), or a local file
     (.pth/.pt via torch.load with weights_only=True, or .safetensors)."""
-    from ssdkit import pretrained
+    from ssdkit.io import pretrained
 
     named = pretrained.find(str(weights), backbone=backbone, kind="backbone")
     if named is not None:

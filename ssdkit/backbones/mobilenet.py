@@ -19,8 +19,8 @@ from ssdkit.backbones.extras import (
     normal_init,
     ssdlite_extra_block,
 )
+from ssdkit.io.weights import reject_url
 from ssdkit.registry import BACKBONES, ComponentConfig
-from ssdkit.weights import reject_url
 
 __all__ = ["SSDLiteConfig", "MobileNetV3Config", "MobileNetV3SSDLite"]
 

@@ -13,8 +13,8 @@ from torchvision.models import resnet50
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from ssdkit.backbones.extras import bottleneck_extra_block, load_classifier_weights, xavier_init
+from ssdkit.io.weights import reject_url
 from ssdkit.registry import BACKBONES, ComponentConfig
-from ssdkit.weights import reject_url
 
 __all__ = ["ResNet50Config", "ResNet50SSD"]
 

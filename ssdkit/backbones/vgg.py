@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from ssdkit import pretrained
+from ssdkit.io import pretrained
+from ssdkit.io.weights import read_state_dict, reject_url
 from ssdkit.registry import BACKBONES, ComponentConfig
-from ssdkit.weights import read_state_dict, reject_url
 
 __all__ = ["VGG16Config", "SSDVGG16"]
 
@@ -170,7 +170,7 @@ class SSDVGG16(nn.Module):
 
     def load_vgg_state(self, state: dict[str, Tensor], path: str, fc: bool = True) -> None:
         """Load VGG16 weights from a state dict; `path` names its source in errors; `fc`: see `vgg16_to_backbone`."""
-        from ssdkit.convert import vgg16_to_backbone
+        from ssdkit.io.convert import vgg16_to_backbone
 
         try:
             converted = vgg16_to_backbone(state, fc=fc)

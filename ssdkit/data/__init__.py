@@ -10,10 +10,10 @@ Data sets yield pixels (see `DetectionDataset`); the loader yields what the mode
 `[B, 3, H, W]` preprocessed, targets with boxes xyxy normalised to [0, 1].
 """
 
+from ssdkit.config.data import AugmentConfig, CropConfig, DataConfig, ExpandConfig, PhotometricConfig
 from ssdkit.data.base import DetectionDataset, Record, read_image
 from ssdkit.data.build import build_dataset, build_loader, check_classes, preprocessor_for
 from ssdkit.data.coco import COCOConfig, COCODataset
-from ssdkit.data.config import AugmentConfig, CropConfig, DataConfig, ExpandConfig, PhotometricConfig
 from ssdkit.data.errors import BadItemError, BadItemWarning
 from ssdkit.data.loader import Batch, Collate, EpochSampler
 from ssdkit.data.pipeline import ModelInputs

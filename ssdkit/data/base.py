@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ssdkit.data.errors import BadItemError
-from ssdkit.pictures import as_255, open_picture, read_picture
+from ssdkit.io.pictures import as_255, open_picture, read_picture
 
 __all__ = ["Record", "DetectionDataset", "read_image", "check_boxes", "BOX_TOLERANCE"]
 

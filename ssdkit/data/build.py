@@ -7,12 +7,12 @@ from typing import Any, Union
 import torch
 from torch.utils.data import DataLoader
 
+from ssdkit.config.data import DataConfig
 from ssdkit.data.base import DetectionDataset
-from ssdkit.data.config import DataConfig
 from ssdkit.data.loader import Collate, EpochSampler
 from ssdkit.data.pipeline import ModelInputs
 from ssdkit.data.transforms import train_transform
-from ssdkit.predict import Preprocessor
+from ssdkit.preprocess import Preprocessor
 from ssdkit.registry import DATASETS, ComponentConfig
 
 __all__ = ["build_dataset", "build_loader", "check_classes", "preprocessor_for"]

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ssdkit.data.base import BOX_TOLERANCE, DetectionDataset, Record
 from ssdkit.data.errors import BadItemError
-from ssdkit.picture_files import check_pixel_limit, displayed_size
+from ssdkit.io.picture_files import check_pixel_limit, displayed_size
 
 __all__ = ["Problem", "CheckReport", "check_dataset", "picture_size", "KINDS"]
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from ssdkit.config.parsing import load_json
 from ssdkit.data.base import DetectionDataset, Record
 from ssdkit.data.fields import as_flag
-from ssdkit.parsing import load_json
 from ssdkit.registry import DATASETS, ComponentConfig
 
 __all__ = ["COCOConfig", "COCODataset"]

@@ -24,7 +24,7 @@ from torchvision.transforms import v2
 
 from ssdkit.data.base import DetectionDataset
 from ssdkit.data.errors import BadItemError, BadItemWarning
-from ssdkit.predict import Preprocessor
+from ssdkit.preprocess import Preprocessor
 
 __all__ = ["ModelInputs", "Skipped", "item_seed", "MAX_SIDE_FACTOR", "MAX_AUGMENT_PIXELS"]
 

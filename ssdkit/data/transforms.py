@@ -17,7 +17,7 @@ from torchvision.ops import box_iou
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ssdkit.data.config import AugmentConfig
+from ssdkit.config.data import AugmentConfig
 from ssdkit.data.photometric import FastPhotometricDistort
 
 __all__ = ["train_transform", "BatchedIoUCrop", "per_box_fields"]

@@ -19,10 +19,10 @@ import torch
 from defusedxml import DefusedXmlException
 from pydantic import Field, field_validator
 
+from ssdkit.categories import VOC_CLASSES
 from ssdkit.data.base import DetectionDataset, Record
 from ssdkit.data.errors import BadItemError
 from ssdkit.data.fields import as_flag, as_size
-from ssdkit.presets import VOC_CLASSES
 from ssdkit.registry import DATASETS, ComponentConfig
 
 __all__ = ["VOCConfig", "VOCDataset", "VOC_CLASSES"]

@@ -1,5 +1,5 @@
 """Evaluation: a model's detection metrics on a data set (`evaluate`), its report (table, JSON,
-precision-recall curves), and the prior-coverage analysis (`ssdkit.evaluation.priors`, imported
+precision-recall curves), and the prior-coverage analysis (`ssdkit.analysis.priors`, imported
 only where used).
 
 Importing this package loads neither matplotlib nor pycocotools: they are imported when a curve is

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Literal, Optional
 import torch
 from torch import Tensor, nn
 
-from ssdkit.metrics import coco_map, voc_map
+from ssdkit.evaluation.metrics import coco_map, voc_map
 from ssdkit.predict import evaluating
 
 __all__ = ["evaluate", "collect_detections", "PROTOCOLS"]
@@ -67,7 +67,7 @@ def collect_detections(
             if len(targets) != images.shape[0]:
                 raise ValueError(f"a batch has {images.shape[0]} images but {len(targets)} targets")
             loc, logits = model(images.to(device, non_blocking=True))
-            dets = model.postprocess(loc, logits)
+            dets = model.detect(loc, logits)
             del loc, logits  # only the post-processed detections are kept
             scale = _pixel_scale(targets, default_hw)
             counts = [int(d["scores"].numel()) for d in dets]

@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 import torch
 
-from ssdkit.metrics import to_coco_json
-from ssdkit.metrics.voc import PRCurve, interpolated_precision
+from ssdkit.evaluation.metrics import to_coco_json
+from ssdkit.evaluation.metrics.voc import PRCurve, interpolated_precision
 from ssdkit.text import count
 
 __all__ = ["format_table", "write_json", "plot_pr_curves", "write_coco_detections", "write_report"]

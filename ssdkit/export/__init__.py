@@ -9,8 +9,9 @@ See docs/deployment.md for the outputs, the parity guarantee and running the fil
 """
 
 from ssdkit.export.detector import ExportableDetector
+from ssdkit.export.extra import MissingExtraError, require_export_extra
 from ssdkit.export.metadata import read_metadata
-from ssdkit.export.onnx import MissingExtraError, require_export_extra, to_onnx
+from ssdkit.export.onnx import to_onnx
 from ssdkit.export.quantize import calibration_batches, quantize_onnx
 from ssdkit.export.torchscript import to_torchscript
 

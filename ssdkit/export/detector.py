@@ -1,6 +1,6 @@
 """`ExportableDetector`: an SSD with decoding and hard NMS in fixed-shape tensor ops.
 
-`SSD.postprocess` returns a list of variable-length results and takes data-dependent
+`SSD.detect` returns a list of variable-length results and takes data-dependent
 shortcuts, which neither ONNX nor TorchScript can hold. This module computes the same
 detections with padded tensors: class scores (softmax, or sigmoid as the model says), a
 per-(image, class) top-k of the candidates above the score threshold, decoding of those
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ssdkit.postprocess.nms import HardNMS
-from ssdkit.registry import NMS
+from ssdkit.registry import POSTPROCESS
 
 __all__ = ["ExportableDetector", "greedy_nms", "float32_threshold"]
 
@@ -85,7 +85,7 @@ def _scripted_greedy_nms():
 
 
 class ExportableDetector(nn.Module):
-    """`model` + decoding + hard NMS, with the settings of `model.postprocessor`.
+    """`model` + decoding + hard NMS, with the settings of `model.postprocess`.
 
     forward(x `[B, 3, H, W]`, the preprocessed input `model(x)` takes) ->
         boxes `[B, K, 4]` float32 xyxy normalised to [0, 1] of the network input,
@@ -100,11 +100,11 @@ class ExportableDetector(nn.Module):
 
     def __init__(self, model: nn.Module, nms: str = "op") -> None:
         super().__init__()
-        pp = model.postprocessor
+        pp = model.postprocess
         if not isinstance(pp, HardNMS):
             raise ValueError(
                 f"export with post-processing supports the 'hard' NMS only; this model's postprocess is "
-                f"'{NMS.name_of(pp)}'. "
+                f"'{POSTPROCESS.name_of(pp)}'. "
                 "Export the network alone (without --with-postprocess) and run its post-processing yourself."
             )
         if nms not in ("op", "script"):
@@ -135,7 +135,7 @@ class ExportableDetector(nn.Module):
         # Candidates: finite and above the threshold; the others get -1 and take no part.
         probs = torch.where(torch.isfinite(probs) & (probs > self.score_threshold), probs, -1.0)
         k = self.top_k
-        # Stable sorts throughout: equal scores keep prior order, then label order, as in model.postprocess.
+        # Stable sorts throughout: equal scores keep prior order, then label order, as in model.detect.
         top, prior = probs.sort(dim=2, descending=True, stable=True)
         top, prior = top[..., :k], prior[..., :k]  # [B, C - 1, k]: the top-k of each class
         flat_prior = prior.flatten(1)  # [B, S], S = (C - 1) k slots; slot s holds label s // k + 1

@@ -25,7 +25,7 @@ def export_metadata(model: nn.Module, with_postprocess: bool) -> dict[str, str]:
     cfg = getattr(model, "config", None)
     h, w = model.image_size
     if with_postprocess:
-        k = model.postprocessor.max_detections
+        k = model.postprocess.max_detections
         outputs = (
             f"boxes [B, {k}, 4] float32 xyxy normalised to [0, 1] of the network input; scores [B, {k}] float32; "
             f"labels [B, {k}] int64 (0 = padding); num_detections [B] int64: row b's first num_detections[b] "
@@ -67,7 +67,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             name = next((n for n in archive.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_EXTRA_FILE}")), None)
             props = json.loads(archive.read(name)) if name else {}
         return _parsed(props, path)
-    from ssdkit.export.onnx import require_export_extra
+    from ssdkit.export.extra import require_export_extra
 
     require_export_extra("onnx")
     import onnx

@@ -19,32 +19,10 @@ import torch
 from torch import nn
 
 from ssdkit.export.detector import ExportableDetector
+from ssdkit.export.extra import MissingExtraError, require_export_extra
 from ssdkit.export.metadata import export_metadata
 
 __all__ = ["to_onnx", "require_export_extra", "MissingExtraError"]
-
-EXTRA_HINT = "pip install 'ssdkit[export]'"
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency of ssdkit is not installed; the message names the extra."""
-
-
-def require_export_extra(*modules: str) -> None:
-    """Import `modules` (default: onnx, onnxscript) or raise MissingExtraError naming the extra."""
-    import importlib
-
-    missing = []
-    for name in modules or ("onnx", "onnxscript"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise MissingExtraError(
-            f"ONNX export needs {', '.join(missing)}, which ssdkit installs with its 'export' extra: {EXTRA_HINT}"
-        )
-
 
 def _nms_to_onnx(boxes: Any, scores: Any, iou_threshold: float) -> Any:
     """`ssdkit::greedy_nms` as ONNX: NonMaxSuppression with one NMS batch per (image, class) group
@@ -111,7 +89,7 @@ def to_onnx(model: nn.Module, path: str | Path, *, with_postprocess: bool = Fals
     require_export_extra()
     import onnx
 
-    from ssdkit.weights import _atomic_write
+    from ssdkit.io.weights import _atomic_write
 
     check_opset(opset)
 

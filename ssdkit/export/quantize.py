@@ -89,7 +89,7 @@ def quantize_onnx(
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from ssdkit.weights import _atomic_write
+    from ssdkit.io.weights import _atomic_write
 
     source, output = Path(source), Path(output)
     if not source.is_file():
@@ -152,8 +152,8 @@ def calibration_pictures(source: str | Path, count: int) -> Iterator[Any]:
             raise ValueError(f"{path}: no pictures ({', '.join(IMAGE_SUFFIXES)}) to calibrate on")
         yield from files[:count]
         return
+    from ssdkit.config import RunConfig, config_path
     from ssdkit.data.build import build_dataset
-    from ssdkit.train.config import RunConfig, config_path
 
     run = RunConfig.from_file(config_path(source))
     dataset = build_dataset(run.data.train)  # not val: that stays held out for measuring the cost
@@ -164,7 +164,7 @@ def calibration_pictures(source: str | Path, count: int) -> Iterator[Any]:
 def calibration_batches(model: Any, source: str | Path, count: int = 64, batch_size: int = 8) -> Iterator[np.ndarray]:
     """`calibration_pictures(source, count)` preprocessed by `model.preprocessor`, in `[B, 3, H, W]`
     float32 batches."""
-    from ssdkit.predict import to_tensor
+    from ssdkit.preprocess import to_tensor
 
     batch: list[np.ndarray] = []
     for picture in calibration_pictures(source, count):

@@ -74,7 +74,7 @@ def to_torchscript(model: nn.Module, path: str | Path, *, with_postprocess: bool
     with_postprocess: include decoding and NMS (`ExportableDetector`, NMS as a scripted function
     so that its loop survives tracing); needs the 'hard' NMS.
     """
-    from ssdkit.weights import _atomic_write
+    from ssdkit.io.weights import _atomic_write
 
     path = Path(path)
     meta = json.dumps(export_metadata(model, with_postprocess))

@@ -77,7 +77,7 @@ class SSDMatcher:
     def per_image(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
         """One image at a time, over its valid boxes only: `[G_i, P]` IoU each, so padding costs
         nothing. Same arithmetic and tie rules as `batched`, hence the same results
-        (tests/test_matcher.py)."""
+        (tests/matchers/test_matcher.py)."""
         B, G = gt_mask.shape
         P = priors.shape[0]
         matches = torch.full((B, P), -1, dtype=torch.long, device=priors.device)

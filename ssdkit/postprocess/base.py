@@ -1,6 +1,6 @@
 """Shared post-processing: candidate selection for a whole batch, then suppression.
 
-Subclasses registered in `NMS` implement `suppress` only. Every step works on all
+Subclasses registered in `POSTPROCESS` implement `suppress` only. Every step works on all
 images and classes at once: no Python loop over either.
 """
 

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ssdkit.postprocess.base import PostprocessConfig, Postprocessor
 from ssdkit.postprocess.overlaps import above, box_rows, gather_padded, group_chunks, iou_rows
-from ssdkit.registry import NMS
+from ssdkit.registry import POSTPROCESS
 
 # Leader passes (see `HardNMS.suppress`) stop once a pass removes fewer than
 # LEADER_MIN_DROPS boxes per group still open, or after MAX_LEADER_PASSES passes.
@@ -60,7 +60,7 @@ def greedy_by_matrix(rows: Tensor, groups: Tensor, iou_threshold: float) -> Tens
     return greedy_keep(n, torch.cat(first), torch.cat(second))
 
 
-@NMS.register("hard", config=HardNMSConfig)
+@POSTPROCESS.register("hard", config=HardNMSConfig)
 class HardNMS(Postprocessor):
     """Greedy NMS per image and class, like torchvision's `batched_nms`: a box is dropped
     when a higher-scoring kept box of its group overlaps it with IoU > iou_threshold.

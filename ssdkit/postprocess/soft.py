@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ssdkit.postprocess.base import PostprocessConfig, Postprocessor
 from ssdkit.postprocess.overlaps import above, box_rows, gather_padded, iou_rows, padded_groups
-from ssdkit.registry import NMS
+from ssdkit.registry import POSTPROCESS
 
 
 class SoftNMSConfig(PostprocessConfig):
@@ -22,7 +22,7 @@ class SoftNMSConfig(PostprocessConfig):
     )
 
 
-@NMS.register("soft", config=SoftNMSConfig)
+@POSTPROCESS.register("soft", config=SoftNMSConfig)
 class SoftNMS(Postprocessor):
     """Soft-NMS per image and class. In every group, repeatedly take the highest-scoring
     remaining box, then decay the others' scores by its overlap (gaussian: exp(-iou^2 / sigma);

@@ -7,7 +7,7 @@
 `predict` keeps `model.predict`'s contract: one dict per picture (a single dict for a single
 picture) with boxes `[N, 4]` xyxy in that picture's own pixels, scores `[N]`, labels `[N]` and
 names, here as numpy arrays. Pictures are preprocessed as the file's metadata says, with
-`ssdkit.predict.Preprocessor`'s arithmetic (`ssdkit.runtime.preprocess`); tests/test_runtime.py
+`ssdkit.preprocess.Preprocessor`'s arithmetic (`ssdkit.runtime.preprocess`); tests/runtime/test_runtime.py
 checks the detections against `model.predict`'s.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ssdkit.picture_files import check_batch_size, picture_items
+from ssdkit.io.picture_files import check_batch_size, picture_items
 from ssdkit.runtime.pictures import to_array
 from ssdkit.runtime.preprocess import ArrayPreprocessor
 

@@ -1,8 +1,8 @@
 """Pictures -> `[3, h, w]` RGB arrays in 0..255, with numpy and pillow only (no torch).
 
-The same rules as `ssdkit.predict.to_tensor` for the inputs a torch-free deployment has: a PIL
+The same rules as `ssdkit.preprocess.to_tensor` for the inputs a torch-free deployment has: a PIL
 picture of any mode, an HWC numpy array (uint8, uint16, or float 0..1), or a file path; EXIF
-orientation applied and the pixel types checked by the same code (`ssdkit.picture_files`).
+orientation applied and the pixel types checked by the same code (`ssdkit.io.picture_files`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ssdkit.picture_files import hwc_array, open_picture, upright
+from ssdkit.io.picture_files import hwc_array, open_picture, upright
 
 __all__ = ["to_array"]
 
@@ -45,7 +45,7 @@ def _from_numpy(image: np.ndarray) -> np.ndarray:
     chw = hwc[..., :3].transpose(2, 0, 1)
     if chw.dtype == np.uint8:
         return chw
-    if chw.dtype == np.uint16:  # 65535 = 255 * 257, as `ssdkit.pictures.as_255`
+    if chw.dtype == np.uint16:  # 65535 = 255 * 257, as `ssdkit.io.pictures.as_255`
         return chw.astype(np.float32) / np.float32(257.0)
     # Float pictures (0..1) in float64, so that x255 then /255 gives back the caller's values exactly.
     return chw.astype(np.float64) * 255.0

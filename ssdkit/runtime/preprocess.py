@@ -1,4 +1,4 @@
-"""`ssdkit.predict.Preprocessor`'s arithmetic in numpy: normalise, then resize bilinearly (no
+"""`ssdkit.preprocess.Preprocessor`'s arithmetic in numpy: normalise, then resize bilinearly (no
 antialiasing) on the pixel grid the file names (`ssdkit.resize`: torch's `interpolate`, TF1's
 asymmetric grid, or corners on corners), all in float32.
 
@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = ["ArrayPreprocessor", "resize_bilinear", "RESIZE_MODES"]
 
-# ssdkit.config.ResizeMode's values (not imported: this module runs without pydantic and torch)
+# ssdkit.config.model.ResizeMode's values (not imported: this module runs without pydantic and torch)
 RESIZE_MODES = ("bilinear", "bilinear_asymmetric", "bilinear_align_corners")
 
 
