@@ -15,7 +15,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("ssdkit.cli.demo", "build a preset, match boxes to its priors, detect on a generated picture"),
-    "train": ("ssdkit.engine.cli", "train a model from a run config (YAML)"),
+    "train": ("ssdkit.cli.train", "train a model from a run config (YAML)"),
     "eval": ("ssdkit.cli.eval", "evaluate weights on a data set: VOC AP, COCO mAP, PR curves"),
     "data": ("ssdkit.cli.data", "write generated shapes as VOC/COCO folders; check a data set for defects"),
     "analyze-priors": ("ssdkit.cli.analyze_priors", "how well a config's priors cover a data set's boxes"),

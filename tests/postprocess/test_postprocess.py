@@ -22,7 +22,7 @@ from ssdkit.postprocess import nms as nms_module
 from ssdkit.registry import POSTPROCESS, PRIORS
 
 # The benchmark's synthetic head outputs serve the tests too (benchmarks/ is not a package).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import synthetic  # noqa: E402
 
 NUM_CLASSES = 21
@@ -145,7 +145,7 @@ def test_hard_matches_torchvision_ssd(tv_model, anchors, priors, setting, kind, 
 
 
 def test_model_postprocess_matches_torchvision(tv_model, anchors, priors):
-    """SSD.postprocess (the predict path) gives torchvision's detections on the same raw outputs."""
+    """SSD.detect (the predict path) gives torchvision's detections on the same raw outputs."""
     model = ssdkit.build_model(ssdkit.presets.get("ssd300_vgg16_coco", num_classes=NUM_CLASSES))
     loc, logits = trained_like(priors, batch=2, seed=7)
     assert torch.allclose(model.priors, priors)
