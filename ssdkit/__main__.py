@@ -1,0 +1,7 @@
+"""`python -m ssdkit ...`: the `ssdkit` command."""
+
+import sys
+
+from ssdkit.cli import main
+
+sys.exit(main())
