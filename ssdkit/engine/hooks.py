@@ -43,7 +43,10 @@ from ssdkit.text import count
 
 if TYPE_CHECKING:
     from ssdkit.config.run import EvalConfig
-    from ssdkit.engine.trainer import Trainer
+
+# The hooks' `trainer` is an ssdkit.engine.trainer.Trainer. It is not imported, even for type checking:
+# the trainer imports this module, and the two would import each other.
+_Trainer = Any
 
 __all__ = [
     "HookBase",
@@ -101,28 +104,28 @@ class HookBase:
     same step: decide from what all processes share, such as the step or an evaluation's result.
     """
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: _Trainer) -> None:
         """Once, before the first step (after a resume has restored the trainer's state)."""
 
-    def before_step(self, trainer: Trainer) -> None:
+    def before_step(self, trainer: _Trainer) -> None:
         """Before each step; `trainer.step` is the number of steps done so far."""
 
-    def after_step(self, trainer: Trainer, out: StepOutput) -> None:
+    def after_step(self, trainer: _Trainer, out: StepOutput) -> None:
         """After each step; `trainer.step` counts it, `trainer.done` says whether it was the last planned one."""
 
-    def after_eval(self, trainer: Trainer, result: dict[str, Any], improved: bool) -> None:
+    def after_eval(self, trainer: _Trainer, result: dict[str, Any], improved: bool) -> None:
         """After each evaluation: `result` holds `trainer.metric` ("map" or "val_loss") and "skipped";
         `improved`: it is the best so far (`trainer.best` is updated already)."""
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: _Trainer) -> None:
         """Once, after the last step, when the run ends as planned or because a hook called `trainer.stop()`."""
 
-    def close(self, trainer: Trainer) -> None:
+    def close(self, trainer: _Trainer) -> None:
         """Always at the very end, also after an error: release what the hook holds.
         `trainer.finished` says whether the run ended well."""
 
 
-def _last_good(trainer: Trainer) -> str:
+def _last_good(trainer: _Trainer) -> str:
     kept = trainer.out_dir / LAST
     return str(kept) if kept.exists() else "none (none was written)"
 
@@ -137,7 +140,7 @@ class NaNPolicy(HookBase):
             raise ValueError(f"nan_policy must be 'stop' or 'skip', got {policy!r}")
         self.policy = policy
 
-    def after_step(self, trainer: Trainer, out: StepOutput) -> None:
+    def after_step(self, trainer: _Trainer, out: StepOutput) -> None:
         if not out.nonfinite:
             return
         if self.policy == "stop":
@@ -154,7 +157,7 @@ class LRSchedule(HookBase):
     """Steps `trainer.scheduler` after every step, skipped ones too: the rate is a function of the step
     count alone (ssdkit.engine.schedule), so a resumed run continues from the restored step."""
 
-    def after_step(self, trainer: Trainer, out: StepOutput) -> None:
+    def after_step(self, trainer: _Trainer, out: StepOutput) -> None:
         trainer.scheduler.step()
 
 
@@ -167,18 +170,18 @@ class SkippedItems(HookBase):
         self.max_share, self.every = max_share, every
         self._checked_at = -1
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: _Trainer) -> None:
         self._checked_at = trainer.step
 
-    def after_step(self, trainer: Trainer, out: StepOutput) -> None:
+    def after_step(self, trainer: _Trainer, out: StepOutput) -> None:
         if trainer.step % self.every == 0 or trainer.done or out.epoch_end:
             self.check(trainer)
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: _Trainer) -> None:
         if self._checked_at != trainer.step:  # stopped early: check as at the end
             self.check(trainer)
 
-    def check(self, trainer: Trainer) -> None:
+    def check(self, trainer: _Trainer) -> None:
         self._checked_at = trainer.step
         share = self.max_share
         skipped, seen = float(trainer.skipped_items), float(trainer.items_seen)
@@ -212,7 +215,7 @@ class MetricsWriter(HookBase):
         self.bar: Optional[ProgressBar] = None
         self._paused: Optional[float] = None
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: _Trainer) -> None:
         main = trainer.dist.is_main
         resumed_at = trainer.step if trainer.resume_path is not None else None
         self.file = MetricsFile(trainer.out_dir / "metrics.jsonl" if main else None, resume_at=resumed_at)
@@ -232,12 +235,12 @@ class MetricsWriter(HookBase):
         self._logged_at = trainer.step
         self._start = self._since = time.perf_counter()
 
-    def before_step(self, trainer: Trainer) -> None:
+    def before_step(self, trainer: _Trainer) -> None:
         if self._paused is not None:
             self._since += time.perf_counter() - self._paused
             self._paused = None
 
-    def after_step(self, trainer: Trainer, out: StepOutput) -> None:
+    def after_step(self, trainer: _Trainer, out: StepOutput) -> None:
         self.bar.update()
         self._images += out.images
         self._lr = out.lr
@@ -251,7 +254,7 @@ class MetricsWriter(HookBase):
             self.log(trainer)
         self._paused = time.perf_counter()
 
-    def log(self, trainer: Trainer) -> None:
+    def log(self, trainer: _Trainer) -> None:
         """Write a "train" line for the steps since the last one (all processes take part)."""
         now = time.perf_counter()
         values: dict[str, float] = {}
@@ -267,7 +270,7 @@ class MetricsWriter(HookBase):
         elapsed = round(now - self._start, 3)
         self.file.write(kind="train", step=trainer.step, epoch=trainer.epoch_float(), time=elapsed, **values)
 
-    def after_eval(self, trainer: Trainer, result: dict[str, Any], improved: bool) -> None:
+    def after_eval(self, trainer: _Trainer, result: dict[str, Any], improved: bool) -> None:
         self.file.write(kind="eval", step=trainer.step, epoch=trainer.epoch_float(), is_best=improved, **result)
         best = trainer.best
         trainer.message(
@@ -275,11 +278,11 @@ class MetricsWriter(HookBase):
             + (" (best so far)" if improved else f" (best {best['value']:.4f})" if best else "")
         )
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: _Trainer) -> None:
         if self._logged_at != trainer.step:  # stopped early: the steps since the last line
             self.log(trainer)
 
-    def close(self, trainer: Trainer) -> None:
+    def close(self, trainer: _Trainer) -> None:
         if self.bar is not None:
             self.bar.close()
         if self.file is not None and trainer.finished:  # the summary comes after every hook's after_train
@@ -315,12 +318,12 @@ class EvalHook(HookBase):
         self.cfg = cfg
         self._at = -1
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: _Trainer) -> None:
         self._at = trainer.step
         if trainer.val_loader is None and trainer.dist.is_main and self.cfg.enabled:
             trainer.message("no validation data (data.val): no periodic evaluation and no best checkpoint")
 
-    def due(self, trainer: Trainer, epoch_end: bool) -> bool:
+    def due(self, trainer: _Trainer, epoch_end: bool) -> bool:
         """Whether the schedule asks for an evaluation after the step just done."""
         ec = self.cfg
         return ec.enabled and (
@@ -329,15 +332,15 @@ class EvalHook(HookBase):
             or (trainer.done and ec.at_end)
         )
 
-    def after_step(self, trainer: Trainer, out: StepOutput) -> None:
+    def after_step(self, trainer: _Trainer, out: StepOutput) -> None:
         if self.due(trainer, out.epoch_end):
             self.evaluate(trainer)
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: _Trainer) -> None:
         if self.cfg.enabled and self.cfg.at_end and self._at != trainer.step:  # stopped early
             self.evaluate(trainer)
 
-    def evaluate(self, trainer: Trainer) -> None:
+    def evaluate(self, trainer: _Trainer) -> None:
         """Evaluate now (all processes call this together) and tell the hooks."""
         self._at = trainer.eval_step = trainer.step
         found = None
@@ -356,7 +359,7 @@ class EvalHook(HookBase):
         trainer.last_eval = result
         trainer.call_hooks("after_eval", result, improved)
 
-    def _is_better(self, trainer: Trainer, value: float) -> bool:
+    def _is_better(self, trainer: _Trainer, value: float) -> bool:
         if not isinstance(value, float) or not math.isfinite(value):
             return False
         best = trainer.best
@@ -364,7 +367,7 @@ class EvalHook(HookBase):
             return True
         return value > best["value"] if trainer.metric == "map" else value < best["value"]
 
-    def _scores(self, trainer: Trainer) -> dict[str, Any]:
+    def _scores(self, trainer: _Trainer) -> dict[str, Any]:
         """Validation mAP (or loss) of the bare model (not its DDP wrapper)."""
         model = trainer.model
         model.eval()
@@ -386,7 +389,7 @@ class EvalHook(HookBase):
         finally:
             model.train()
 
-    def _val_loss(self, trainer: Trainer) -> dict[str, Any]:
+    def _val_loss(self, trainer: _Trainer) -> dict[str, Any]:
         """{"val_loss": mean loss per picture, "skipped": unreadable items left out}."""
         total, images, skipped = torch.zeros((), device=trainer.device), 0, 0
         for batch in trainer.val_loader:
@@ -410,20 +413,20 @@ class Checkpointer(HookBase):
         self.every = every
         self._last_at = self._best_at = -1
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: _Trainer) -> None:
         self._last_at = self._best_at = trainer.step
         if trainer.dist.is_main:
             remove_stale_temps(trainer.out_dir, [LAST, BEST])  # left by writes a kill cut short
 
-    def after_step(self, trainer: Trainer, out: StepOutput) -> None:
+    def after_step(self, trainer: _Trainer, out: StepOutput) -> None:
         every = self.every
         last = (every is not None and trainer.step % every == 0) or (every is None and out.epoch_end) or trainer.done
         self.write(trainer, last=last, check=trainer.eval_step == trainer.step)
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: _Trainer) -> None:
         self.write(trainer, last=self._last_at != trainer.step, check=False)  # stopped early: as at the end
 
-    def write(self, trainer: Trainer, *, last: bool, check: bool) -> None:
+    def write(self, trainer: _Trainer, *, last: bool, check: bool) -> None:
         """Check the weights (when `last`, `check` or a new best) and write last.pt and/or best.pt."""
         best = trainer.best is not None and trainer.best.get("step") == trainer.step and self._best_at != trainer.step
         if not (last or best or check):
@@ -439,7 +442,7 @@ class Checkpointer(HookBase):
             save_checkpoint(state, Path(trainer.out_dir) / BEST)
             self._best_at = trainer.step
 
-    def check_weights(self, trainer: Trainer) -> None:
+    def check_weights(self, trainer: _Trainer) -> None:
         """NonFiniteLossError when a floating-point weight or buffer is NaN or inf (one host sync)."""
         tensors = [t for t in trainer.model.state_dict().values() if t.is_floating_point()]
         if not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
