@@ -432,14 +432,14 @@ class Checkpointer(HookBase):
         if not (last or best or check):
             return
         self.check_weights(trainer)
-        if not trainer.dist.is_main or not (last or best):
-            return
-        state = trainer.checkpoint_state()
+        if trainer.dist.is_main and (last or best):
+            state = trainer.checkpoint_state()
+            for name, due in ((LAST, last), (BEST, best)):
+                if due:
+                    save_checkpoint(state, Path(trainer.out_dir) / name)
         if last:
-            save_checkpoint(state, Path(trainer.out_dir) / LAST)
             self._last_at = trainer.step
         if best:
-            save_checkpoint(state, Path(trainer.out_dir) / BEST)
             self._best_at = trainer.step
 
     def check_weights(self, trainer: _Trainer) -> None:

@@ -140,7 +140,7 @@ class Trainer:
         out_dir: str | Path | None = None,
         resume: bool | str | Path | None = None,
         progress: Optional[bool] = None,
-        hooks: Sequence[HookBase] = (),
+        hooks: Optional[Sequence[HookBase]] = None,
     ) -> None:
         self.cfg = _run_config(cfg)
         self.tc = self.cfg.train
@@ -150,7 +150,7 @@ class Trainer:
             resume = self.out_dir / LAST
         self.resume_path = Path(resume) if resume else None
         self.show_progress = self.tc.progress if progress is None else progress
-        extra = _checked_hooks(hooks)
+        extra = _checked_hooks(hooks or ())
         self._check_run_folder()
         self.device = resolve_device(self.tc.device, self.dist.local_rank)
         if self.device.type == "cuda":
@@ -517,7 +517,7 @@ def train(
     out_dir: str | Path | None = None,
     resume: bool | str | Path | None = None,
     progress: Optional[bool] = None,
-    hooks: Sequence[HookBase] = (),
+    hooks: Optional[Sequence[HookBase]] = None,
 ) -> TrainResult:
     """Train the model a run config describes; returns a `TrainResult`.
 

@@ -144,3 +144,24 @@ def test_the_early_stopping_hook_of_the_docs_stops_at_the_expected_step(tmp_path
     assert [d["step"] for d in _lines(run, "end")] == [expected]
     assert result.best == {"metric": "val_loss", "value": best, "step": best_step}
     assert torch.load(run / "best.pt", weights_only=True)["step"] == best_step
+
+
+def test_a_stop_between_log_eval_and_checkpoint_steps_ends_the_run_as_at_its_end(tmp_path):
+    class StopAt3(HookBase):
+        def before_step(self, trainer):
+            if trainer.step == 2:  # a stop asked for before a step ends the run after that step
+                trainer.stop("enough")
+
+    cfg = tiny_run(max_steps=12, log_every=2, checkpoint_every=4)
+    cfg["eval"] = {"every_steps": 4, "metric": "val_loss"}  # and at the end (eval.at_end)
+    result = ssdkit.train(cfg, out_dir=tmp_path, hooks=[StopAt3()])
+    assert result.steps == 3 and result.stopped == "enough"
+    assert [d["step"] for d in _lines(tmp_path, "train")] == [2, 3]
+    assert [(d["step"], d["is_best"]) for d in _lines(tmp_path, "eval")] == [(3, True)]
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 3
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["step"] == 3 == result.best["step"]
+    assert [d["step"] for d in _lines(tmp_path, "end")] == [3]
+
+    resumed = ssdkit.train(cfg, out_dir=tmp_path, resume=True)  # a stopped run resumes to its planned end
+    assert resumed.steps == 12 and resumed.stopped is None
+    assert [d["step"] for d in _lines(tmp_path, "train")] == [2, 3, 4, 6, 8, 10, 12]
