@@ -7,7 +7,8 @@
     result.best_checkpoint         # run folder: config.yaml, metrics.jsonl, last.pt, best.pt
 
 `Trainer` is a short loop over steps; logging, evaluation, checkpointing, the NaN policy and the
-learning-rate schedule are hooks (`ssdkit.engine.hooks`), and a user adds their own.
+learning-rate schedule are hooks (`ssdkit.engine.hooks`), and a user adds their own:
+`train(cfg, hooks=[MyHook()])` with `class MyHook(HookBase)` (docs/training.md#hooks).
 """
 
 from __future__ import annotations
@@ -15,17 +16,24 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = [
-    "train",
-    "Trainer",
-    "TrainResult",
-    "NonFiniteLossError",
-    "TooManySkippedError",
-]
-
 # Imported on first use: `import ssdkit.engine.checkpoint` (or the CLI's --help) does not pay for
 # the data and evaluation packages that the trainer imports.
-_LAZY = {name: "trainer" for name in __all__}
+_LAZY = {
+    "train": "trainer",
+    "Trainer": "trainer",
+    "TrainResult": "trainer",
+    "NonFiniteLossError": "hooks",
+    "TooManySkippedError": "hooks",
+    "HookBase": "hooks",
+    "StepOutput": "hooks",
+    "NaNPolicy": "hooks",
+    "LRSchedule": "hooks",
+    "SkippedItems": "hooks",
+    "MetricsWriter": "hooks",
+    "EvalHook": "hooks",
+    "Checkpointer": "hooks",
+}
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
