@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from ssdkit.config.files import read_config_file, write_config_file
+from ssdkit.config.overrides import validate_config
 from ssdkit.registry import (
     ALL_REGISTRIES,
     BACKBONES,
@@ -136,8 +137,10 @@ class SSDConfig(BaseModel):
     # ---------- files ----------
     @classmethod
     def from_file(cls, path: str | Path) -> SSDConfig:
-        """Load a YAML (.yaml/.yml) or JSON (.json) file; YAML is read with a safe loader."""
-        return cls.model_validate(read_config_file(path))
+        """Load a YAML (.yaml/.yml) or JSON (.json) file; YAML is read with a safe loader. A bad value is a
+        `pydantic.ValidationError` whose message names the file, the field path and, for an unknown key,
+        the closest known one."""
+        return validate_config(cls, read_config_file(path), source=str(path))
 
     def to_file(self, path: str | Path) -> Path:
         """Write YAML or JSON by the file's suffix; `from_file` reads it back unchanged."""

@@ -16,12 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ssdkit.config.data import DataConfig
 from ssdkit.config.files import config_path, read_config_file, write_config_file
 from ssdkit.config.model import SSDConfig
-from ssdkit.config.overrides import apply_overrides, unknown_key_hints
+from ssdkit.config.overrides import apply_overrides, validate_config
 from ssdkit.config.variables import expand_variables
 from ssdkit.devices import check_device_name
 
@@ -156,12 +156,7 @@ class RunConfig(BaseModel):
             data = expand_variables(data, variables)
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            hints = unknown_key_hints(cls, data, exc.errors())
-            extra = ("\n" + "\n".join(hints)) if hints else ""
-            raise ValueError(f"{source}: {exc}{extra}") from exc
+        return validate_config(cls, data, source)
 
     @classmethod
     def from_file(
