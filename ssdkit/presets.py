@@ -108,6 +108,8 @@ def get(name: str, **overrides: Any) -> SSDConfig:
             data[key] = value
     if "num_classes" in overrides and "class_names" not in overrides:
         data["class_names"] = None
+    if overrides.get("class_names") is not None and "num_classes" not in overrides:
+        del data["num_classes"]  # follows from the new names
     return SSDConfig.model_validate(data)
 
 
