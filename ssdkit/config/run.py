@@ -28,6 +28,7 @@ from ssdkit.registry import DATASETS, ComponentConfig
 
 __all__ = ["TrainConfig", "EvalConfig", "InitConfig", "RunConfig"]
 
+
 class TrainConfig(BaseModel):
     """Optimisation and bookkeeping of a run. Give the length as `epochs` or `max_steps` (one of them)."""
 
