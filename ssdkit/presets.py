@@ -1,6 +1,6 @@
 """Named configs: `ssdkit.presets.get(name, **overrides)`, `ssdkit.presets.names()`.
 
-The presets live in `PRESETS`, a name table that fails as the component registries do
+The presets live in `PRESETS`, an `ssdkit.registry.Registry` that fails as the component registries do
 ("unknown preset 'x'; did you mean 'y'? known: ..."); a plugin adds its own with `@register_preset`.
 """
 
@@ -8,54 +8,33 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from pydantic import BaseModel
+
 from ssdkit.categories import COCO80_CLASSES, COCO_CLASSES, VOC_CLASSES
 from ssdkit.config.model import SSDConfig
-from ssdkit.registry import UnknownComponentError, load_plugins, unknown_name_message
+from ssdkit.registry import Entry, Registry
 
 __all__ = ["PRESETS", "PresetRegistry", "get", "names", "weights", "register_preset"]
 
 PresetFn = Callable[[], dict[str, Any]]
 
 
-class PresetRegistry:
-    """Name -> a function returning the preset's raw `SSDConfig` mapping. Lookups discover plugins first
-    (as `ssdkit.registry.Registry` does) and raise `UnknownComponentError` (a `KeyError`) for a name
-    no preset has."""
-
-    role = "preset"
+class PresetRegistry(Registry):
+    """The `Registry` of presets: name -> a function returning the preset's raw `SSDConfig` mapping, whose
+    config class is `SSDConfig`. Lookups discover plugins first and raise `UnknownComponentError` (a
+    `KeyError`) for a name no preset has, as every component registry does."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, PresetFn] = {}
+        super().__init__("preset", context="() -> the preset's SSDConfig fields as a mapping")
 
-    def register(self, name: str) -> Callable[[PresetFn], PresetFn]:
+    def register(self, name: str, *, config: type[BaseModel] = SSDConfig) -> Callable[[PresetFn], PresetFn]:
         def deco(fn: PresetFn) -> PresetFn:
             if name in self._entries:
                 raise ValueError(f"preset '{name}' is already defined")
-            self._entries[name] = fn
+            self._entries[name] = Entry(name, fn, config, f"{fn.__module__}.{fn.__qualname__}")
             return fn
 
         return deco
-
-    def unregister(self, name: str) -> None:
-        """Remove `name` (mainly for tests and interactive sessions)."""
-        self._entries.pop(name, None)
-
-    def names(self) -> list[str]:
-        load_plugins()
-        return sorted(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        load_plugins()
-        return name in self._entries
-
-    def get(self, name: str) -> PresetFn:
-        load_plugins()
-        if name not in self._entries:
-            raise UnknownComponentError(unknown_name_message(self.role, name, self._entries))
-        return self._entries[name]
-
-    def __repr__(self) -> str:
-        return f"PresetRegistry(names={sorted(self._entries)})"
 
 
 PRESETS = PresetRegistry()

@@ -21,7 +21,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,7 +29,6 @@ __all__ = [
     "ComponentConfig",
     "Registry",
     "UnknownComponentError",
-    "unknown_name_message",
     "BACKBONES",
     "HEADS",
     "PRIORS",
@@ -66,23 +65,11 @@ class UnknownComponentError(KeyError):
         return str(self.args[0])
 
 
-def unknown_name_message(role: str, name: object, known: Iterable[str]) -> str:
-    """ "unknown <role> '<name>'; did you mean '<closest>'? known: a, b, c": the message of every
-    name table (component registries, presets), so that each says the same things alike."""
-    known = sorted(known)
-    # With plugins off or broken the name is most likely a plugin's: say that, rather than point
-    # at whichever built-in happens to be spelt alike ('mini' -> 'tiny').
-    note = _plugin_note()
-    close = [] if note else difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
-    hint = f"; {note};" if note else f"; did you mean '{close[0]}'?" if close else ";"
-    return f"unknown {role} '{name}'{hint} known: {', '.join(known) or '(none)'}"
-
-
 @dataclass(frozen=True)
 class Entry:
     name: str
     obj: Callable[..., Any]
-    config: type[ComponentConfig]
+    config: type[BaseModel]  # a ComponentConfig subclass (SSDConfig for ssdkit.presets.PRESETS)
     origin: str  # "module.qualname", shown when a name is registered twice
 
 
@@ -144,7 +131,13 @@ class Registry:
         return self.entry(name).config
 
     def _unknown_message(self, name: str) -> str:
-        return unknown_name_message(self.role, name, self._entries)
+        known = sorted(self._entries)
+        # With plugins off or broken the name is most likely a plugin's: say that, rather than point
+        # at whichever built-in happens to be spelt alike ('mini' -> 'tiny').
+        note = _plugin_note()
+        close = [] if note else difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
+        hint = f"; {note};" if note else f"; did you mean '{close[0]}'?" if close else ";"
+        return f"unknown {self.role} '{name}'{hint} known: {', '.join(known) or '(none)'}"
 
     def name_of(self, obj: Any) -> str:
         """The registered name of a built component (or of a registered class/function); for an object

@@ -156,6 +156,8 @@ def test_register_preset_adds_a_name_and_refuses_it_twice():
         return ssdkit.presets.get("ssd300_vgg16").model_dump() | {"num_classes": 3, "class_names": ["a", "b"]}
 
     try:
+        assert isinstance(registry, ssdkit.registry.Registry) and registry.config_class(name) is SSDConfig
+        assert registry.get(name) is _tiny
         assert name in registry and name in ssdkit.presets.names()
         assert ssdkit.presets.get(name).class_names == ["a", "b"]
         with pytest.raises(ValueError, match=f"preset '{name}' is already defined"):
