@@ -1,16 +1,43 @@
-"""Named configs: `ssdkit.presets.get(name, **overrides)`, `ssdkit.presets.names()`."""
+"""Named configs: `ssdkit.presets.get(name, **overrides)`, `ssdkit.presets.names()`.
+
+The presets live in `PRESETS`, an `ssdkit.registry.Registry` that fails as the component registries do
+("unknown preset 'x'; did you mean 'y'? known: ..."); a plugin adds its own with `@register_preset`.
+"""
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable
+
+from pydantic import BaseModel
 
 from ssdkit.categories import COCO80_CLASSES, COCO_CLASSES, VOC_CLASSES
 from ssdkit.config.model import SSDConfig
+from ssdkit.registry import Entry, Registry
 
-__all__ = ["get", "names", "weights", "register_preset"]
+__all__ = ["PRESETS", "PresetRegistry", "get", "names", "weights", "register_preset"]
 
-_PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
+PresetFn = Callable[[], dict[str, Any]]
+
+
+class PresetRegistry(Registry):
+    """The `Registry` of presets: name -> a function returning the preset's raw `SSDConfig` mapping, whose
+    config class is `SSDConfig`. Lookups discover plugins first and raise `UnknownComponentError` (a
+    `KeyError`) for a name no preset has, as every component registry does."""
+
+    def __init__(self) -> None:
+        super().__init__("preset", context="() -> the preset's SSDConfig fields as a mapping")
+
+    def register(self, name: str, *, config: type[BaseModel] = SSDConfig) -> Callable[[PresetFn], PresetFn]:
+        def deco(fn: PresetFn) -> PresetFn:
+            if name in self._entries:
+                raise ValueError(f"preset '{name}' is already defined")
+            self._entries[name] = Entry(name, fn, config, f"{fn.__module__}.{fn.__qualname__}")
+            return fn
+
+        return deco
+
+
+PRESETS = PresetRegistry()
 
 # Caffe VGG16 weights expect BGR pixels with the ImageNet mean subtracted and no scaling;
 # torchvision's VGG16 expects RGB 0..1 normalised by ImageNet mean/std.
@@ -24,18 +51,13 @@ _TORCHVISION_SSD = {
 _IMAGENET = {"channel_order": "RGB", "scale": 1 / 255, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 
-def register_preset(name: str) -> Callable[[Callable[[], dict[str, Any]]], Callable[[], dict[str, Any]]]:
-    def deco(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
-        if name in _PRESETS:
-            raise ValueError(f"preset '{name}' is already defined")
-        _PRESETS[name] = fn
-        return fn
-
-    return deco
+def register_preset(name: str) -> Callable[[PresetFn], PresetFn]:
+    """Decorator adding a preset: a function returning the raw `SSDConfig` mapping (`PRESETS.register`)."""
+    return PRESETS.register(name)
 
 
 def names() -> list[str]:
-    return sorted(_PRESETS)
+    return PRESETS.names()
 
 
 def weights(name: str) -> list[dict[str, Any]]:
@@ -43,20 +65,17 @@ def weights(name: str) -> list[dict[str, Any]]:
     with its source, URL, cache path, published accuracy, recipe and licence note."""
     from ssdkit.io import pretrained
 
-    get(name)  # the unknown-preset error
+    PRESETS.get(name)  # the unknown-preset error
     return [w.describe() for w in pretrained.CATALOG.values() if w.kind == "detector" and w.target == name]
 
 
 def get(name: str, **overrides: Any) -> SSDConfig:
     """The preset `name` as an `SSDConfig`, with top-level fields replaced by `overrides`
     (e.g. ``num_classes=5``; component overrides are dicts merged into the preset's)."""
-    if name not in _PRESETS:
-        close = difflib.get_close_matches(name, names(), n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise KeyError(f"unknown preset '{name}'{hint} known: {', '.join(names())}")
+    preset = PRESETS.get(name)
     # Start from the validated preset so that components it leaves at their defaults
     # (matcher, box coder, ...) can be overridden by a partial dict too.
-    data = SSDConfig.model_validate(_PRESETS[name]()).model_dump()
+    data = SSDConfig.model_validate(preset()).model_dump()
     for key, value in overrides.items():
         if (
             isinstance(value, dict)
@@ -68,11 +87,38 @@ def get(name: str, **overrides: Any) -> SSDConfig:
             data[key] = value
     if "num_classes" in overrides and "class_names" not in overrides:
         data["class_names"] = None
+    if overrides.get("class_names") is not None and "num_classes" not in overrides:
+        del data["num_classes"]  # follows from the new names
     return SSDConfig.model_validate(data)
 
 
 _SSD300_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
 _SSD512_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]
+
+
+def _ssd300_priors(min_sizes: list[float], max_sizes: list[float]) -> dict[str, Any]:
+    """SSD300's six levels with sizes in pixels, centres on the paper's steps, whole priors clamped
+    to the picture (ssd.pytorch and NVIDIA clamp all four numbers)."""
+    return {
+        "type": "ssd",
+        "aspect_ratios": _SSD300_RATIOS,
+        "min_sizes": min_sizes,
+        "max_sizes": max_sizes,
+        "steps": [8, 16, 32, 64, 100, 300],
+        "clip_centres": True,
+    }
+
+
+def _hard_nms(score_threshold: float, iou_threshold: float, top_k: int, max_detections: int, **more: Any) -> dict:
+    """Hard (per-class) NMS with these thresholds and counts; `more`: its other fields."""
+    return {
+        "type": "hard",
+        "score_threshold": score_threshold,
+        "iou_threshold": iou_threshold,
+        "top_k": top_k,
+        "max_detections": max_detections,
+        **more,
+    }
 
 
 @register_preset("ssd300_vgg16")
@@ -84,14 +130,7 @@ def _ssd300_vgg16() -> dict[str, Any]:
         "image_size": 300,
         "preprocess": _CAFFE_BGR,
         "backbone": {"type": "vgg16"},
-        "priors": {
-            "type": "ssd",
-            "aspect_ratios": _SSD300_RATIOS,
-            "min_sizes": [30, 60, 111, 162, 213, 264],
-            "max_sizes": [60, 111, 162, 213, 264, 315],
-            "steps": [8, 16, 32, 64, 100, 300],
-            "clip_centres": True,  # ssd.pytorch clamps the whole prior
-        },
+        "priors": _ssd300_priors([30, 60, 111, 162, 213, 264], [60, 111, 162, 213, 264, 315]),
     }
 
 
@@ -155,13 +194,7 @@ def _ssdlite320_mobilenet_v3() -> dict[str, Any]:
             "aspect_ratios": [[2, 3]] * 6,
             "scales": [0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.0],
         },
-        "postprocess": {
-            "type": "hard",
-            "score_threshold": 0.001,
-            "iou_threshold": 0.55,
-            "top_k": 300,
-            "max_detections": 300,
-        },
+        "postprocess": _hard_nms(0.001, 0.55, top_k=300, max_detections=300),
     }
 
 
@@ -175,21 +208,8 @@ def _ssd300_resnet50() -> dict[str, Any]:
         "image_size": 300,
         "preprocess": _IMAGENET,
         "backbone": {"type": "resnet50"},
-        "priors": {
-            "type": "ssd",
-            "aspect_ratios": _SSD300_RATIOS,
-            "min_sizes": [21, 45, 99, 153, 207, 261],
-            "max_sizes": [45, 99, 153, 207, 261, 315],
-            "steps": [8, 16, 32, 64, 100, 300],
-            "clip_centres": True,  # NVIDIA clamps all four numbers
-        },
-        "postprocess": {
-            "type": "hard",
-            "score_threshold": 0.05,
-            "iou_threshold": 0.5,
-            "top_k": 200,
-            "max_detections": 200,
-        },
+        "priors": _ssd300_priors([21, 45, 99, 153, 207, 261], [45, 99, 153, 207, 261, 315]),
+        "postprocess": _hard_nms(0.05, 0.5, top_k=200, max_detections=200),
     }
 
 
@@ -216,12 +236,5 @@ def _ssdlite300_mobilenet_v2_tf() -> dict[str, Any]:
         "priors": {"type": "tf_ssd"},
         "box_coder": {"type": "ssd", "order": "yxhw"},
         "loss": {"type": "focal", "mode": "sigmoid", "alpha": None, "gamma": 0.0},
-        "postprocess": {
-            "type": "hard",
-            "score_threshold": 1e-8,
-            "iou_threshold": 0.6,
-            "top_k": 100_000,
-            "max_detections": 100,
-            "clip": "after_nms",
-        },
+        "postprocess": _hard_nms(1e-8, 0.6, top_k=100_000, max_detections=100, clip="after_nms"),
     }

@@ -69,7 +69,7 @@ class UnknownComponentError(KeyError):
 class Entry:
     name: str
     obj: Callable[..., Any]
-    config: type[ComponentConfig]
+    config: type[BaseModel]  # a ComponentConfig subclass (SSDConfig for ssdkit.presets.PRESETS)
     origin: str  # "module.qualname", shown when a name is registered twice
 
 

@@ -165,7 +165,7 @@ def test_figures_linked_from_the_docs_exist() -> None:
 def test_tests_named_in_the_docs_exist() -> None:
     """The docs cite tests by name as evidence; a renamed or deleted test must not leave a dangling claim."""
     defined = set()
-    for path in (ROOT / "tests").rglob("test_*.py"):
+    for path in (ROOT / "tests").rglob("test_*.py"):  # tests mirror the package: tests/<package>/
         defined |= set(re.findall(r"^def (test_\w+)\(", path.read_text(encoding="utf-8"), re.M))
     cited = set()
     for md in (ROOT / "docs").glob("*.md"):

@@ -132,3 +132,36 @@ def test_get_with_new_num_classes_drops_the_presets_class_names():
 def test_get_unknown_preset_suggests_the_closest():
     with pytest.raises(KeyError, match=r"unknown preset 'ssd300_vg16'; did you mean 'ssd300_vgg16'\?"):
         ssdkit.presets.get("ssd300_vg16")
+
+
+def test_unknown_preset_error_is_the_registries_error_in_every_lookup():
+    from ssdkit.registry import UnknownComponentError
+
+    for lookup in (ssdkit.presets.get, ssdkit.presets.weights, ssdkit.presets.PRESETS.get):
+        with pytest.raises(UnknownComponentError) as info:
+            lookup("ssd512_vgg61")
+        # str(), not KeyError's repr: the message reads as written
+        assert str(info.value).startswith("unknown preset 'ssd512_vgg61'; did you mean 'ssd512_vgg16'? known: ")
+        assert "ssdlite320_mobilenet_v3" in str(info.value)
+    with pytest.raises(UnknownComponentError, match=r"unknown preset 'zzz'; known: ssd300_resnet50, "):
+        ssdkit.presets.get("zzz")
+
+
+def test_register_preset_adds_a_name_and_refuses_it_twice():
+    registry = ssdkit.presets.PRESETS
+    name = "test_tiny_preset"
+
+    @ssdkit.presets.register_preset(name)
+    def _tiny():
+        return ssdkit.presets.get("ssd300_vgg16").model_dump() | {"num_classes": 3, "class_names": ["a", "b"]}
+
+    try:
+        assert isinstance(registry, ssdkit.registry.Registry) and registry.config_class(name) is SSDConfig
+        assert registry.get(name) is _tiny
+        assert name in registry and name in ssdkit.presets.names()
+        assert ssdkit.presets.get(name).class_names == ["a", "b"]
+        with pytest.raises(ValueError, match=f"preset '{name}' is already defined"):
+            ssdkit.presets.register_preset(name)(_tiny)
+    finally:
+        registry.unregister(name)
+    assert name not in registry

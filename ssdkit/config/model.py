@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from ssdkit.config.files import read_config_file, write_config_file
+from ssdkit.config.overrides import validate_config
 from ssdkit.registry import (
     ALL_REGISTRIES,
     BACKBONES,
@@ -83,7 +84,13 @@ class SSDConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
-    num_classes: int = Field(..., ge=2, le=MAX_CLASSES, description="classes including background (label 0)")
+    num_classes: int = Field(
+        ...,
+        ge=2,
+        le=MAX_CLASSES,
+        description="classes including background (label 0); may be left out when class_names is given "
+        "(then len(class_names) + 1)",
+    )
     image_size: tuple[int, int] = Field(
         (300, 300), description="network input (height, width) in pixels; a single int means square"
     )
@@ -101,6 +108,15 @@ class SSDConfig(BaseModel):
         description="training loss (null: an inference-only model); see ssdkit.losses",
     )
     postprocess: component(POSTPROCESS) = Field(default_factory=lambda: POSTPROCESS.validate_config({"type": "hard"}))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _num_classes_from_names(cls, data: Any) -> Any:
+        # The class count is written once: with class_names given, num_classes follows (background + names).
+        names = data.get("class_names") if isinstance(data, dict) else None
+        if isinstance(names, list) and data.get("num_classes") is None:
+            data = {**data, "num_classes": len(names) + 1}
+        return data
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -120,7 +136,8 @@ class SSDConfig(BaseModel):
         if self.class_names is not None and len(self.class_names) != self.num_classes - 1:
             raise ValueError(
                 f"class_names lists {len(self.class_names)} names but num_classes={self.num_classes} "
-                f"means {self.num_classes - 1} object classes (background is not named)"
+                f"means {self.num_classes - 1} object classes (background is not named); leave num_classes "
+                f"out (it follows from class_names) or name exactly num_classes - 1 classes"
             )
         levels_fn = getattr(self.backbone, "num_levels", None)
         backbone_levels = levels_fn() if callable(levels_fn) else None
@@ -136,8 +153,10 @@ class SSDConfig(BaseModel):
     # ---------- files ----------
     @classmethod
     def from_file(cls, path: str | Path) -> SSDConfig:
-        """Load a YAML (.yaml/.yml) or JSON (.json) file; YAML is read with a safe loader."""
-        return cls.model_validate(read_config_file(path))
+        """Load a YAML (.yaml/.yml) or JSON (.json) file; YAML is read with a safe loader. A bad value is a
+        `pydantic.ValidationError` whose message names the file, the field path and, for an unknown key,
+        the closest known one."""
+        return validate_config(cls, read_config_file(path), source=str(path))
 
     def to_file(self, path: str | Path) -> Path:
         """Write YAML or JSON by the file's suffix; `from_file` reads it back unchanged."""

@@ -5,6 +5,9 @@ flow collection (`0.01`, `true`, `[0.5, 0.8]`, `{type: tiny}`), never as Python.
 the config's model does not have is an error that names it and suggests the closest one.
 Component fields (a `type` chosen from a registry) are checked against the config class of
 the type the data names, so `model.backbone.width_mult` is known only for backbones that have it.
+
+`validate_config(cls, data, source)` validates a whole mapping the same way for every config file
+(model or run): errors name the source (the file), each field path, and the closest known key.
 """
 
 from __future__ import annotations
@@ -15,12 +18,22 @@ import typing
 from typing import Any, Optional, Sequence
 
 import yaml
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from ssdkit.config.parsing import load_yaml
 from ssdkit.registry import Registry
 
-__all__ = ["ConfigKeyError", "apply_overrides", "parse_override", "fields_at", "unknown_key_hints"]
+__all__ = [
+    "ConfigKeyError",
+    "ConfigValidationError",
+    "apply_overrides",
+    "parse_override",
+    "fields_at",
+    "unknown_key_hints",
+    "validate_config",
+]
+
+M = typing.TypeVar("M", bound=BaseModel)
 
 
 # An override sets one value: a list of class names at most.
@@ -202,3 +215,32 @@ def unknown_key_hints(cls: type[BaseModel], data: Any, errors: list[dict[str, An
         key = ".".join(str(p) for p in loc)
         lines.append(str(_unknown(key, str(loc[-1]), known, ".".join(str(p) for p in loc[:-1]))))
     return lines
+
+
+class ConfigValidationError(ValidationError):
+    """pydantic's `ValidationError` (the same `.errors()`, each with its field path in `loc`) whose
+    message starts with the source (a file name) and ends with a "did you mean" line per unknown key."""
+
+    source: str = "config"
+    hints: Sequence[str] = ()
+
+    def __str__(self) -> str:
+        extra = ("\n" + "\n".join(self.hints)) if self.hints else ""
+        return f"{self.source}: {super().__str__()}{extra}"
+
+
+def validate_config(cls: type[M], data: Any, source: str) -> M:
+    """`cls.model_validate(data)`; a failure is a `ConfigValidationError` naming `source` and suggesting
+    the closest key for each unknown one (a plain ValueError with the same message should pydantic
+    refuse to rebuild one of its errors)."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        hints = unknown_key_hints(cls, data, exc.errors())
+        try:
+            err = ConfigValidationError.from_exception_data(exc.title, exc.errors())
+        except Exception:  # an error type pydantic cannot rebuild (a plugin's custom one)
+            extra = ("\n" + "\n".join(hints)) if hints else ""
+            raise ValueError(f"{source}: {exc}{extra}") from exc
+        err.source, err.hints = source, hints
+        raise err from exc

@@ -16,16 +16,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ssdkit.config.data import DataConfig
 from ssdkit.config.files import config_path, read_config_file, write_config_file
 from ssdkit.config.model import SSDConfig
-from ssdkit.config.overrides import apply_overrides, unknown_key_hints
+from ssdkit.config.overrides import apply_overrides, validate_config
 from ssdkit.config.variables import expand_variables
 from ssdkit.devices import check_device_name
+from ssdkit.registry import DATASETS, ComponentConfig
 
 __all__ = ["TrainConfig", "EvalConfig", "InitConfig", "RunConfig"]
+
 
 class TrainConfig(BaseModel):
     """Optimisation and bookkeeping of a run. Give the length as `epochs` or `max_steps` (one of them)."""
@@ -126,8 +128,70 @@ class InitConfig(BaseModel):
         return reject_url(v)
 
 
+# Data-set fields that take the model's value when a run config leaves them out (a data set whose
+# config has such a field: shapes' image_size, voc's class_names), so that each fact is written once.
+# image_size must then agree: the pictures are drawn (or expected) at the network's input size.
+# Differing class names are left to `ssdkit.data.check_classes`, which names the first label that differs.
+INHERITED = ("image_size", "class_names")
+MUST_AGREE = ("image_size",)
+SPLITS = ("train", "val")
+
+
+def _square(value: Any) -> Any:
+    """An image size as (height, width) when it is one (an int means square), else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return tuple(value)
+    return None
+
+
+def _model_values(model: Any) -> dict[str, Any]:
+    """The model's INHERITED values from its raw mapping (or config), None where missing or malformed
+    (the model's own validation reports those)."""
+    if isinstance(model, SSDConfig):
+        return {"image_size": model.image_size, "class_names": model.class_names}
+    if not isinstance(model, dict):
+        return {}
+    size = _square(model.get("image_size", SSDConfig.model_fields["image_size"].default))
+    names = model.get("class_names")
+    return {"image_size": size, "class_names": list(names) if isinstance(names, list) else None}
+
+
+def _dataset_raw(data: dict[str, Any], split: str) -> Any:
+    """data[split] as a raw mapping: as given, or DataConfig's default with only what it sets itself."""
+    raw = data[split] if split in data else DataConfig.model_fields[split].get_default(call_default_factory=True)
+    if isinstance(raw, ComponentConfig):
+        raw = {"type": raw.type, **raw.model_dump(exclude_unset=True)}
+    return raw
+
+
+def _inherit(split: str, raw: Any, model: dict[str, Any]) -> Any:
+    """The data set `raw` with the model's values filled in where it has the field and leaves it out."""
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if not (isinstance(kind, str) and kind in DATASETS):
+        return raw  # the data set's own validation says what is wrong
+    fields = DATASETS.config_class(kind).model_fields
+    raw = dict(raw)
+    for name in INHERITED:
+        if name not in fields or model.get(name) is None:
+            continue
+        if raw.get(name) is None:
+            raw[name] = model[name]
+        elif name in MUST_AGREE and _square(raw[name]) != model[name]:
+            raise ValueError(
+                f"data.{split}.{name} is {raw[name]} but model.{name} is {list(model[name])}: the data set "
+                f"takes the model's {name}; leave data.{split}.{name} out (it follows model.{name}) or make "
+                "the two equal"
+            )
+    return raw
+
+
 class RunConfig(BaseModel):
-    """A whole training run; `ssdkit train CONFIG.yaml` and `ssdkit.train(cfg)` take one."""
+    """A whole training run; `ssdkit train CONFIG.yaml` and `ssdkit.train(cfg)` take one.
+
+    A data set's `image_size` and `class_names`, where its config has them and the run leaves them
+    out, are the model's (see INHERITED); `DataConfig` on its own keeps each data set's defaults."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
@@ -136,6 +200,19 @@ class RunConfig(BaseModel):
     train: TrainConfig
     eval: EvalConfig = Field(default_factory=EvalConfig)
     init: InitConfig = Field(default_factory=InitConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_from_model(cls, values: Any) -> Any:
+        # Before the data sets are validated, so that an inherited value passes their own checks.
+        data = values.get("data") if isinstance(values, dict) else None
+        if isinstance(data, DataConfig):  # what its maker set, as values (defaults are filled in again)
+            data = {name: getattr(data, name) for name in data.model_fields_set}
+        if not isinstance(data, dict):
+            return values
+        model = _model_values(values.get("model"))
+        data = {**data, **{split: _inherit(split, _dataset_raw(data, split), model) for split in SPLITS}}
+        return {**values, "data": data}
 
     @classmethod
     def from_dict(
@@ -156,12 +233,7 @@ class RunConfig(BaseModel):
             data = expand_variables(data, variables)
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            hints = unknown_key_hints(cls, data, exc.errors())
-            extra = ("\n" + "\n".join(hints)) if hints else ""
-            raise ValueError(f"{source}: {exc}{extra}") from exc
+        return validate_config(cls, data, source)
 
     @classmethod
     def from_file(
@@ -173,8 +245,21 @@ class RunConfig(BaseModel):
         return cls.from_dict(read_config_file(path), overrides, source=str(path), variables=variables)
 
     def with_overrides(self, overrides: Sequence[str]) -> RunConfig:
-        return type(self).from_dict(self.model_dump(mode="json"), overrides)
+        """A copy with `key=value` overrides applied; `model.image_size=...` carries over to the data sets
+        that took the model's value."""
+        return type(self).from_dict(self._as_written(), overrides)
 
     def to_file(self, path: str | Path) -> Path:
         """YAML or JSON by suffix; `from_file` reads it back unchanged."""
-        return write_config_file(path, self.model_dump(mode="json"))
+        return write_config_file(path, self._as_written())
+
+    def _as_written(self) -> dict[str, Any]:
+        """`model_dump(mode="json")` less each data-set value equal to the model's: written once, as a
+        user writes it, and inherited again when read."""
+        out = self.model_dump(mode="json")
+        for split in SPLITS:
+            dataset = out["data"][split]
+            for name in INHERITED:
+                if name in dataset and dataset[name] == out["model"].get(name):
+                    del dataset[name]
+        return out

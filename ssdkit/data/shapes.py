@@ -78,7 +78,10 @@ class ShapesConfig(ComponentConfig):
     type: Literal["shapes"] = "shapes"
     num_images: int = Field(1000, ge=1, le=10_000_000, description="items per epoch (drawn on the fly)")
     seed: int = Field(0, ge=0, description="item i of a seed is always the same picture")
-    image_size: tuple[int, int] = Field((160, 160), description="(height, width) of the pictures; an int = square")
+    image_size: tuple[int, int] = Field(
+        (160, 160),
+        description="(height, width) of the pictures; an int = square. In a run config, left out: the model's image_size",
+    )
     classes: list[str] = Field(
         ["circle", "square", "triangle"], min_length=1, description=f"class names, any of {', '.join(SHAPE_KINDS)}"
     )

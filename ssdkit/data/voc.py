@@ -34,7 +34,12 @@ class VOCConfig(ComponentConfig):
     type: Literal["voc"] = "voc"
     root: Union[str, list[str]] = Field(..., description="a VOC2007-style folder, or a list of them (07+12)")
     image_set: str = Field("trainval", description="ImageSets/Main/<image_set>.txt in each root")
-    class_names: list[str] = Field(default_factory=lambda: list(VOC_CLASSES), min_length=1)
+    class_names: list[str] = Field(
+        default_factory=lambda: list(VOC_CLASSES),
+        min_length=1,
+        description="object names, label k = class_names[k - 1]; in a run config, left out: the model's class_names "
+        "(when it has them), else VOC's 20",
+    )
     keep_difficult: bool = Field(False, description="train on boxes marked difficult too (the paper does not)")
 
     @field_validator("class_names")

@@ -71,6 +71,55 @@ def test_from_file_reports_bad_files(tmp_path):
         SSDConfig.from_file(tmp_path / "evil.yaml")
 
 
+def _file_error(tmp_path, text: str) -> pydantic.ValidationError:
+    path = tmp_path / "my_model.yaml"
+    path.write_text(text)
+    with pytest.raises(pydantic.ValidationError) as err:
+        SSDConfig.from_file(path)
+    assert str(err.value).startswith(f"{path}: ")  # the file first
+    return err.value
+
+
+TINY = "num_classes: 4\nimage_size: 64\npriors: {type: ssd, aspect_ratios: [[2], [2], [2]], s_min: 0.2, s_max: 0.9}\n"
+
+
+def test_model_file_unknown_key_names_the_file_the_path_and_the_closest_key(tmp_path):
+    err = _file_error(
+        tmp_path, TINY + "backbone: {type: tiny, levels: 3, chanels: [8, 16, 32, 48, 64]}\npostproces: {}\n"
+    )
+    text = str(err)
+    assert "unknown key 'backbone.chanels'; did you mean 'backbone.channels'?" in text
+    assert "unknown key 'postproces'; did you mean 'postprocess'?" in text
+    assert sorted(".".join(map(str, e["loc"])) for e in err.errors()) == ["backbone.chanels", "postproces"]
+
+
+def test_model_file_bad_value_and_wrong_type_name_the_field_path(tmp_path):
+    err = _file_error(
+        tmp_path, TINY.replace("image_size: 64", "image_size: huge") + "backbone: {type: tiny, levels: 0}\n"
+    )
+    paths = _paths(err)
+    assert any(p.startswith("image_size") for p in paths), paths
+    assert any(p.startswith("backbone.levels") for p in paths), paths
+    assert "did you mean" not in str(err)  # no unknown key, no suggestion
+    err = _file_error(tmp_path, TINY + "backbone: [tiny]\n")
+    assert "backbone" in str(err) and "must be a mapping with a 'type' key" in str(err)
+    err = _file_error(tmp_path, TINY + "backbone: {type: tinny}\n")
+    assert "unknown backbone 'tinny'; did you mean 'tiny'?" in str(err)
+
+
+def test_run_and_model_files_report_errors_alike(tmp_path):
+    from ssdkit.config import RunConfig
+
+    run = tmp_path / "run.yaml"
+    run.write_text(
+        "model: {num_classes: 4, backbone: {type: tiny, levles: 3}, priors: {type: ssd, s_min: 0.2, s_max: 0.9}}\ntrain: {epochs: 1}\n"
+    )
+    with pytest.raises(pydantic.ValidationError) as err:
+        RunConfig.from_file(run)
+    assert str(err.value).startswith(f"{run}: ")
+    assert "unknown key 'model.backbone.levles'; did you mean 'model.backbone.levels'?" in str(err.value)
+
+
 # ---------- error paths ----------
 
 
