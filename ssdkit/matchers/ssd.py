@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from pydantic import Field
 from torch import Tensor
 
 from ssdkit.boxes import batched_box_iou
 from ssdkit.registry import MATCHERS, ComponentConfig
+
+if TYPE_CHECKING:
+    from ssdkit.matchers.bipartite import BipartiteMatcherConfig
 
 # On a CPU, a padded [B, G, P] IoU larger than this (elements; 8 MB of float32) is slower than one
 # [G_i, P] IoU per image: the padding costs as much as real boxes and the temporaries leave the
@@ -29,14 +34,37 @@ def no_matches(batch: int, num_priors: int, priors: Tensor) -> tuple[Tensor, Ten
     )
 
 
-@MATCHERS.register("ssd", config=SSDMatcherConfig)
-class SSDMatcher:
-    """Match padded ground truth to priors, for a whole batch at once.
+class ThresholdMatcher:
+    """What the matchers share: an `iou_threshold` from their config, the answer for a batch without
+    ground truth, and the contract
 
     __call__(gt_boxes [B, G, 4] xyxy, gt_mask [B, G] bool, priors [P, 4] xyxy)
       -> (matches [B, P] int64, the matched ground-truth index or -1 for background,
           iou [B, P] float, the IoU of each prior with its matched ground truth; for an
           unmatched prior, with its best one; 0 in an image without ground truth).
+
+    Subclasses implement `match` for G >= 1.
+    """
+
+    def __init__(self, cfg: SSDMatcherConfig | BipartiteMatcherConfig) -> None:
+        self.config = cfg
+        self.iou_threshold = cfg.iou_threshold
+
+    def __call__(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
+        if gt_mask.shape[1] == 0:
+            return no_matches(gt_mask.shape[0], priors.shape[0], priors)
+        return self.match(gt_boxes, gt_mask, priors)
+
+    def match(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(iou_threshold={self.iou_threshold})"
+
+
+@MATCHERS.register("ssd")
+class SSDMatcher(ThresholdMatcher):
+    """Match padded ground truth to priors, for a whole batch at once (the contract: `ThresholdMatcher`).
 
     1. every valid ground truth takes the prior it overlaps most (when two boxes
        want the same prior, the later one wins, as in torchvision);
@@ -44,15 +72,12 @@ class SSDMatcher:
     Padded entries (gt_mask False) never match; an image with none gets no positives.
     """
 
-    def __init__(self, iou_threshold: float = 0.5) -> None:
-        self.iou_threshold = float(iou_threshold)
+    def __init__(self, cfg: SSDMatcherConfig | None = None) -> None:
+        super().__init__(cfg if cfg is not None else SSDMatcherConfig())
 
-    def __call__(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
+    def match(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
         B, G = gt_mask.shape
-        P = priors.shape[0]
-        if G == 0:
-            return no_matches(B, P, priors)
-        if priors.device.type == "cpu" and B * G * P > PER_IMAGE_ABOVE:
+        if priors.device.type == "cpu" and B * G * priors.shape[0] > PER_IMAGE_ABOVE:
             return self.per_image(gt_boxes, gt_mask, priors)
         return self.batched(gt_boxes, gt_mask, priors)
 
@@ -106,6 +131,3 @@ class SSDMatcher:
         matches = torch.where(forced >= 0, forced, matches)
         matched_iou = iou.gather(0, matches.clamp(min=0)[None])[0]
         return matches, torch.where(matches >= 0, matched_iou, best_iou.clamp(min=0))
-
-    def __repr__(self) -> str:
-        return f"SSDMatcher(iou_threshold={self.iou_threshold})"
