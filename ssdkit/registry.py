@@ -71,6 +71,7 @@ PLUGIN_GROUP = "ssdkit.plugins"
 DISABLE_ENV = "SSDKIT_DISABLE_PLUGINS"
 
 T = TypeVar("T")
+_FROM_ANNOTATION: Any = object()  # register(name) without config=: read it from the `cfg` annotation
 
 
 class ComponentConfig(BaseModel):
@@ -163,10 +164,11 @@ class Registry:
         self.module = module
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, *, config: type[ComponentConfig] | None = None) -> Callable[[T], T]:
-        """Decorator registering `obj` under `name`, validated by `config`; without `config`, the class
-        the constructor's `cfg` parameter is annotated with."""
-        if config is not None and not (isinstance(config, type) and issubclass(config, ComponentConfig)):
+    def register(self, name: str, *, config: Any = _FROM_ANNOTATION) -> Callable[[T], T]:
+        """Decorator registering `obj` under `name`, validated by `config` (a ComponentConfig subclass); without
+        `config`, the class the constructor's `cfg` parameter is annotated with."""
+        infer = config is _FROM_ANNOTATION
+        if not infer and not (isinstance(config, type) and issubclass(config, ComponentConfig)):
             raise TypeError(
                 f"{self.role} '{name}': config must be a subclass of ssdkit.registry.ComponentConfig, got {config!r}"
             )
@@ -178,7 +180,7 @@ class Registry:
                     f"{self.role} '{name}' is already registered by {first.origin}; "
                     f"cannot register it again from {_origin(obj)}"
                 )
-            cls = config or annotated_config(obj)  # type: ignore[arg-type]
+            cls = annotated_config(obj) if infer else config  # type: ignore[arg-type]
             if cls is None:
                 raise TypeError(
                     f"{self.role} '{name}' ({_origin(obj)}): give its config class, either as register('{name}', "

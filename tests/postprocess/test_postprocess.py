@@ -266,8 +266,9 @@ def test_no_detections_gives_typed_empty_tensors(pp, priors):
 @pytest.mark.parametrize("cls", [HardNMS, SoftNMS])
 def test_max_detections_cap(cls, priors):
     loc, logits = trained_like(priors, batch=2, seed=5)
-    uncapped = ours_from_logits(cls(max_detections=100_000), loc, logits, priors)
-    capped = ours_from_logits(cls(max_detections=7), loc, logits, priors)
+    config = POSTPROCESS.config_class(POSTPROCESS.name_of(cls))
+    uncapped = ours_from_logits(cls(config(max_detections=100_000)), loc, logits, priors)
+    capped = ours_from_logits(cls(config(max_detections=7)), loc, logits, priors)
     for a, b in zip(capped, uncapped, strict=True):
         assert len(b["scores"]) > 7 and len(a["scores"]) == 7
         for key in ("boxes", "scores", "labels"):  # the best 7 of the uncapped result
