@@ -163,7 +163,7 @@ def _sample_config(reg: Registry, name: str) -> ComponentConfig:
         return cls()
     preset = {"ssd": "ssd300_vgg16"}[name] if reg is PRIORS else None
     assert preset is not None, f"{reg.role} '{name}' has required fields: give the test a sample config for it"
-    return reg.validate_config(getattr(presets.get(preset), "priors").model_dump())
+    return reg.validate_config(presets.get(preset).priors.model_dump())
 
 
 def _context(reg: Registry) -> dict:

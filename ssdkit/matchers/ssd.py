@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from pydantic import Field
 from torch import Tensor
 
 from ssdkit.boxes import batched_box_iou
 from ssdkit.registry import MATCHERS, ComponentConfig
-
-if TYPE_CHECKING:
-    from ssdkit.matchers.bipartite import BipartiteMatcherConfig
 
 # On a CPU, a padded [B, G, P] IoU larger than this (elements; 8 MB of float32) is slower than one
 # [G_i, P] IoU per image: the padding costs as much as real boxes and the temporaries leave the
@@ -46,7 +41,8 @@ class ThresholdMatcher:
     Subclasses implement `match` for G >= 1.
     """
 
-    def __init__(self, cfg: SSDMatcherConfig | BipartiteMatcherConfig) -> None:
+    def __init__(self, cfg: ComponentConfig) -> None:
+        """cfg: the subclass's config, which has an `iou_threshold`."""
         self.config = cfg
         self.iou_threshold = cfg.iou_threshold
 
