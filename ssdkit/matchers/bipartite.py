@@ -68,14 +68,14 @@ def bipartite_pairs(iou: Tensor, num_rounds: int) -> Tensor:
 
 @MATCHERS.register("bipartite")
 class BipartiteMatcher(ThresholdMatcher):
-    """Match padded ground truth to priors, for a whole batch at once, as the original SSD code does
-    (the contract of every matcher: `ThresholdMatcher`).
+    """Match padded ground truth to priors, for a whole batch at once, as the original SSD code does.
 
     1. bipartite step (`bipartite_pairs`): each valid ground truth takes a prior of its own, the
        pairs of largest IoU first, so every box is matched whenever P >= its image's box count;
     2. every other prior whose best IoU >= `iou_threshold` takes that best box.
     Padded entries (gt_mask False) never match; an image with none gets no positives.
     Cost: step 1 loops over at most G rounds (G = most boxes in one image), each batched over images.
+    Inputs and outputs: see `ThresholdMatcher`.
     """
 
     def __init__(self, cfg: BipartiteMatcherConfig | None = None) -> None:

@@ -60,12 +60,13 @@ class ThresholdMatcher:
 
 @MATCHERS.register("ssd")
 class SSDMatcher(ThresholdMatcher):
-    """Match padded ground truth to priors, for a whole batch at once (the contract: `ThresholdMatcher`).
+    """Match padded ground truth to priors, for a whole batch at once.
 
     1. every valid ground truth takes the prior it overlaps most (when two boxes
        want the same prior, the later one wins, as in torchvision);
     2. every other prior whose best IoU >= `iou_threshold` takes that best box.
     Padded entries (gt_mask False) never match; an image with none gets no positives.
+    Inputs and outputs: see `ThresholdMatcher`.
     """
 
     def __init__(self, cfg: SSDMatcherConfig | None = None) -> None:
