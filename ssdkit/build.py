@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
 from ssdkit.config.model import SSDConfig
 from ssdkit.model import SSD
 from ssdkit.preprocess import Preprocessor
 from ssdkit.registry import BACKBONES, BOX_CODERS, HEADS, LOSSES, MATCHERS, POSTPROCESS, PRIORS
+from ssdkit.roles import Head, Loss, check_levels, declared_levels
 
 __all__ = ["build_model", "as_config", "MAX_HEAD_PARAMETERS", "MAX_OUTPUTS_PER_IMAGE"]
 
@@ -49,12 +49,8 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
     cfg = as_config(cfg)
     backbone = BACKBONES.build(cfg.backbone)
     prior_generator = PRIORS.build(cfg.priors)
-    levels = len(backbone.out_channels)
-    if len(prior_generator.num_anchors) != levels:
-        raise ValueError(
-            f"priors has {len(prior_generator.num_anchors)} levels but backbone '{cfg.backbone.type}' "
-            f"gives {levels} feature maps"
-        )
+    if declared_levels(cfg.backbone) is None or declared_levels(cfg.priors) is None:  # else SSDConfig checked
+        check_levels(len(prior_generator.num_anchors), len(backbone.out_channels), cfg.backbone.type)
     _check_head_cost(cfg, list(backbone.out_channels), list(prior_generator.num_anchors))
     head = HEADS.build(
         cfg.head,
@@ -64,11 +60,10 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
     )
     box_coder = BOX_CODERS.build(cfg.box_coder)
     matcher = MATCHERS.build(cfg.matcher)
-    loss: Any = None
+    loss: Loss | None = None
     if cfg.loss is not None:
         loss = LOSSES.build(cfg.loss, box_coder=box_coder, matcher=matcher)
         _init_class_bias(head, loss, cfg)
-    pre = cfg.preprocess
     model = SSD(
         backbone,
         head,
@@ -77,7 +72,7 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
         POSTPROCESS.build(cfg.postprocess),
         image_size=cfg.image_size,
         num_classes=cfg.num_classes,
-        preprocessor=Preprocessor(cfg.image_size, pre.mean, pre.std, pre.scale, pre.channel_order, pre.resize),
+        preprocessor=Preprocessor.from_config(cfg.image_size, cfg.preprocess),
         matcher=matcher,
         loss=loss,
         class_names=cfg.class_names,
@@ -95,7 +90,7 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
     return model
 
 
-def _init_class_bias(head: Any, loss: Any, cfg: SSDConfig) -> None:
+def _init_class_bias(head: Head, loss: Loss, cfg: SSDConfig) -> None:
     """Start the head's class biases where the loss wants them (sigmoid focal loss: at its prior)."""
     initial = getattr(loss, "initial_class_bias", None)
     bias = initial(cfg.num_classes) if initial is not None else None

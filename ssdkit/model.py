@@ -8,17 +8,21 @@ caller's own image (docs/coordinates.md).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor, nn
 
 from ssdkit.boxes import cxcywh_to_xyxy
-from ssdkit.postprocess.base import Detections, Postprocessor
+from ssdkit.postprocess.base import Detections
+from ssdkit.roles import Backbone, BoxCoder, Head, Loss, Matcher, Postprocess, PriorGenerator
+
+if TYPE_CHECKING:
+    from ssdkit.preprocess import Preprocessor
 
 
 class SSD(nn.Module):
-    """A single-shot detector assembled from built components.
+    """A single-shot detector assembled from built components (their roles: `ssdkit.roles`).
 
     Args:
         backbone: module, [B, 3, H, W] -> list of L feature maps; has `.out_channels`.
@@ -29,7 +33,11 @@ class SSD(nn.Module):
         image_size: (height, width) of the network input.
         num_classes: including background (label 0).
         preprocessor: turns user pictures into the input batch (`ssdkit.preprocess.Preprocessor`).
-        matcher, loss: used by `compute_loss()`; optional for inference-only models.
+        matcher: the matching rule the loss trains with (`build_model` gives the loss this same object:
+            `model.loss.matcher is model.matcher`). The model never calls it; it is kept so that tools
+            find the model's matching rule without reaching into a loss that may be absent (`ssdkit data`
+            reads its `iou_threshold`).
+        loss: used by `compute_loss()`; optional for inference-only models.
         class_names: names of labels 1 .. C - 1.
         score_activation: "softmax" (one distribution per prior, background at 0), or "sigmoid"
             for heads trained with independent per-class sigmoids (focal loss in sigmoid mode).
@@ -37,17 +45,17 @@ class SSD(nn.Module):
 
     def __init__(
         self,
-        backbone: nn.Module,
-        head: nn.Module,
-        prior_generator: Any,
-        box_coder: Any,
-        postprocess: Postprocessor,
+        backbone: Backbone,
+        head: Head,
+        prior_generator: PriorGenerator,
+        box_coder: BoxCoder,
+        postprocess: Postprocess,
         *,
         image_size: tuple[int, int],
         num_classes: int,
-        preprocessor: Any = None,
-        matcher: Any = None,
-        loss: Optional[nn.Module] = None,
+        preprocessor: Optional[Preprocessor] = None,
+        matcher: Optional[Matcher] = None,
+        loss: Optional[Loss] = None,
         class_names: Optional[list[str]] = None,
         score_activation: str = "softmax",
     ) -> None:
@@ -72,6 +80,8 @@ class SSD(nn.Module):
         self.feature_sizes = self._probe_feature_sizes()
         priors = prior_generator(self.feature_sizes, self.image_size)
         self.register_buffer("priors", priors, persistent=False)
+        # Where the priors are made, the one check that the generator's output fits its own `num_anchors`
+        # (which sized the head): a plugin generator that miscounts fails here, not in the loss.
         expected = sum(h * w * a for (h, w), a in zip(self.feature_sizes, prior_generator.num_anchors, strict=True))
         if priors.shape[0] != expected:
             raise ValueError(

@@ -7,13 +7,16 @@ loader and the exported files' metadata all use this class.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import Tensor
 
 from ssdkit.io.pictures import as_255, read_picture, row_chunks
 from ssdkit.resize import ResizeMode, resize_bilinear
+
+if TYPE_CHECKING:
+    from ssdkit.config.model import PreprocessConfig
 
 __all__ = ["Preprocessor", "to_tensor"]
 
@@ -36,6 +39,12 @@ class Preprocessor:
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.scale = float(scale)
         self.channel_order = channel_order
+
+    @classmethod
+    def from_config(cls, image_size: tuple[int, int], cfg: PreprocessConfig) -> Preprocessor:
+        """The one way a model config becomes a Preprocessor: `image_size` (h, w) and an SSDConfig's `preprocess`
+        (used by `build_model` and by the data loader, so that both feed the network alike)."""
+        return cls(image_size, cfg.mean, cfg.std, cfg.scale, cfg.channel_order, cfg.resize)
 
     def __call__(self, pixels: Tensor) -> Tensor:
         """pixels: `[3, h, w]` float RGB in 0..255 -> `[3, H, W]` network input."""

@@ -1,16 +1,29 @@
 """Registries: one per component role, filled by a decorator next to each component.
 
-A component is registered with its pydantic config class::
+A part is one class and one decorator. Its pydantic config holds every default and bound; the
+constructor takes that config object first (named `cfg`), then the role's build-time arguments
+as keywords, and the config class is read from the `cfg` annotation::
 
-    @PRIORS.register("my_priors", config=MyPriorsConfig)
+    class MyPriorsConfig(ComponentConfig):
+        type: str = "my_priors"
+        sizes: list[float] = Field(..., description="one square side per level")
+
+    @PRIORS.register("my_priors")
     class MyPriors:
-        def __init__(self, sizes: list[float], *, image_size): ...
+        def __init__(self, cfg: MyPriorsConfig) -> None:
+            self.cfg = cfg
 
-`Registry.build(cfg, **context)` calls the registered object with every field of
-`cfg` (except `type`) as a keyword argument, plus the context that the role defines
-(see docs/registries.md). Third-party packages register components from a module
-named in the entry-point group ``ssdkit.plugins``; discovery happens lazily on the
-first lookup and is turned off by ``SSDKIT_DISABLE_PLUGINS=1``.
+`Registry.build(cfg, **context)` calls `MyPriors(cfg, **context)`; the context is the role's
+build-time arguments (`Registry.build_args`, e.g. a head's `in_channels`, `num_anchors`,
+`num_classes`). A constructor written for ssdkit 0.1 takes the config's fields as keywords
+instead (and names its config with `register(name, config=...)`); build() then passes every
+field except `type` as a keyword. Either way the built object is checked against the role's
+protocol (`ssdkit.roles`), so a part that lacks what its role needs fails at build time with
+its name and the missing member. See docs/config-and-registries.md.
+
+Third-party packages register components from a module named in the entry-point group
+``ssdkit.plugins``; discovery happens lazily on the first lookup and is turned off by
+``SSDKIT_DISABLE_PLUGINS=1``.
 """
 
 from __future__ import annotations
@@ -18,12 +31,25 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import typing
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+
+from ssdkit.roles import (
+    Backbone,
+    BoxCoder,
+    Dataset,
+    Head,
+    Loss,
+    Matcher,
+    Postprocess,
+    PriorGenerator,
+    missing_members,
+)
 
 __all__ = [
     "ComponentConfig",
@@ -45,6 +71,7 @@ PLUGIN_GROUP = "ssdkit.plugins"
 DISABLE_ENV = "SSDKIT_DISABLE_PLUGINS"
 
 T = TypeVar("T")
+_FROM_ANNOTATION: Any = object()  # register(name) without config=: read it from the `cfg` annotation
 
 
 class ComponentConfig(BaseModel):
@@ -71,6 +98,7 @@ class Entry:
     obj: Callable[..., Any]
     config: type[BaseModel]  # a ComponentConfig subclass (SSDConfig for ssdkit.presets.PRESETS)
     origin: str  # "module.qualname", shown when a name is registered twice
+    takes_config: bool  # called as obj(cfg, **context); else obj(**fields, **context), the 0.1 way
 
 
 def _origin(obj: Any) -> str:
@@ -78,17 +106,69 @@ def _origin(obj: Any) -> str:
     return f"{module}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-class Registry:
-    """A name -> (component, config class) table for one role."""
+def _signature(obj: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(obj)  # of a class: its __init__ without self
+    except (TypeError, ValueError):  # a builtin without a signature
+        return None
 
-    def __init__(self, role: str, context: str = "") -> None:
+
+def _first_param(obj: Callable[..., Any]) -> inspect.Parameter | None:
+    sig = _signature(obj)
+    params = list(sig.parameters.values()) if sig is not None else []
+    return params[0] if params else None
+
+
+def takes_config(obj: Callable[..., Any]) -> bool:
+    """True when `obj`'s first parameter is `cfg`: build() then passes the config object itself."""
+    first = _first_param(obj)
+    return first is not None and first.name == "cfg" and first.kind is not inspect.Parameter.KEYWORD_ONLY
+
+
+def annotated_config(obj: Callable[..., Any]) -> type[ComponentConfig] | None:
+    """The ComponentConfig subclass named by the annotation of `obj`'s `cfg` parameter (`X` or
+    `X | None`), or None when it names none."""
+    if not takes_config(obj):
+        return None
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        hint = typing.get_type_hints(target).get("cfg")
+    except Exception:  # noqa: BLE001  (an annotation that does not resolve: ask for config= instead)
+        return None
+    for candidate in (hint, *typing.get_args(hint)):
+        if isinstance(candidate, type) and issubclass(candidate, ComponentConfig):
+            return candidate
+    return None
+
+
+class Registry:
+    """A name -> (component, config class) table for one role.
+
+    protocol: what a built component must provide (`ssdkit.roles`); checked by build().
+    build_args: the keyword arguments the role passes to every component at build time (None: not
+        fixed, for registries made in tests and by users).
+    module: built components must be `torch.nn.Module`s (their parameters belong to the model).
+    """
+
+    def __init__(
+        self,
+        role: str,
+        protocol: type | None = None,
+        build_args: tuple[str, ...] | None = None,
+        *,
+        module: bool = False,
+    ) -> None:
         self.role = role
-        self.context = context  # documents the extra keyword arguments build() passes
+        self.protocol = protocol
+        self.build_args = build_args
+        self.module = module
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, *, config: type[ComponentConfig]) -> Callable[[T], T]:
-        """Decorator registering `obj` under `name`, validated by `config`."""
-        if not (isinstance(config, type) and issubclass(config, ComponentConfig)):
+    def register(self, name: str, *, config: Any = _FROM_ANNOTATION) -> Callable[[T], T]:
+        """Decorator registering `obj` under `name`, validated by `config` (a ComponentConfig subclass); without
+        `config`, the class the constructor's `cfg` parameter is annotated with."""
+        infer = config is _FROM_ANNOTATION
+        if not infer and not (isinstance(config, type) and issubclass(config, ComponentConfig)):
             raise TypeError(
                 f"{self.role} '{name}': config must be a subclass of ssdkit.registry.ComponentConfig, got {config!r}"
             )
@@ -100,7 +180,13 @@ class Registry:
                     f"{self.role} '{name}' is already registered by {first.origin}; "
                     f"cannot register it again from {_origin(obj)}"
                 )
-            self._entries[name] = Entry(name, obj, config, _origin(obj))
+            cls = annotated_config(obj) if infer else config  # type: ignore[arg-type]
+            if cls is None:
+                raise TypeError(
+                    f"{self.role} '{name}' ({_origin(obj)}): give its config class, either as register('{name}', "
+                    "config=MyConfig) or as the annotation of its first constructor parameter, `cfg: MyConfig`"
+                )
+            self._entries[name] = Entry(name, obj, cls, _origin(obj), takes_config(obj))  # type: ignore[arg-type]
             return obj
 
         return deco
@@ -170,24 +256,51 @@ class Registry:
         return cls.model_validate(value)
 
     def build(self, cfg: ComponentConfig, **context: Any) -> Any:
-        """Instantiate the component `cfg.type` with cfg's fields and the role's context."""
+        """Instantiate the component `cfg.type`: `obj(cfg, **context)` when its constructor takes the config
+        object (`cfg` first), else `obj(**fields, **context)`; then check it provides what the role needs."""
         e = self.entry(cfg.type)
-        kwargs = {k: getattr(cfg, k) for k in type(cfg).model_fields if k != "type"}
-        return e.obj(**kwargs, **context)
+        if self.build_args is not None and set(context) != set(self.build_args):
+            raise TypeError(
+                f"building {self.role} '{e.name}' needs the keyword arguments ({', '.join(self.build_args)}), "
+                f"got ({', '.join(context)})"
+            )
+        if e.takes_config:
+            built = e.obj(cfg, **context)
+        else:
+            built = e.obj(**{k: getattr(cfg, k) for k in type(cfg).model_fields if k != "type"}, **context)
+        self.check_role(built, e.name)
+        return built
+
+    def check_role(self, obj: Any, name: str) -> None:
+        """Raise TypeError naming the component and the member when `obj` lacks what this role needs."""
+        where = f"{self.role} '{name}' ({self._entries[name].origin if name in self._entries else type(obj)})"
+        if self.module:
+            from torch import nn
+
+            if not isinstance(obj, nn.Module):
+                raise TypeError(f"{where} must be a torch.nn.Module, got {type(obj).__name__}")
+        if self.protocol is None:
+            return
+        missing = missing_members(obj, self.protocol)
+        if missing:
+            raise TypeError(
+                f"{where} does not provide {', '.join(f'`{m}`' for m in missing)}, which every {self.role} needs "
+                f"(ssdkit.roles.{self.protocol.__name__}: {(self.protocol.__doc__ or '').split(';')[0].strip()})"
+            )
 
     def __repr__(self) -> str:
         return f"Registry({self.role!r}, names={sorted(self._entries)})"
 
 
-BACKBONES = Registry("backbone", context="() -> nn.Module with .out_channels: list[int]")
-HEADS = Registry("head", context="(in_channels: list[int], num_anchors: list[int], num_classes: int)")
-PRIORS = Registry("prior generator", context="() -> object with .num_anchors and __call__(feature_sizes, image_size)")
-MATCHERS = Registry("matcher", context="()")
-BOX_CODERS = Registry("box coder", context="()")
-LOSSES = Registry("loss", context="(box_coder, matcher)")
-POSTPROCESS = Registry("postprocess", context="()")
+BACKBONES = Registry("backbone", Backbone, (), module=True)
+HEADS = Registry("head", Head, ("in_channels", "num_anchors", "num_classes"), module=True)
+PRIORS = Registry("prior generator", PriorGenerator, ())
+MATCHERS = Registry("matcher", Matcher, ())
+BOX_CODERS = Registry("box coder", BoxCoder, ())
+LOSSES = Registry("loss", Loss, ("box_coder", "matcher"))
+POSTPROCESS = Registry("postprocess", Postprocess, ())
 # Not in ALL_REGISTRIES: that maps SSDConfig's fields, and a data set belongs to the run, not the model.
-DATASETS = Registry("dataset", context="() -> ssdkit.data.DetectionDataset")
+DATASETS = Registry("dataset", Dataset, ())
 
 ALL_REGISTRIES: dict[str, Registry] = {
     "backbone": BACKBONES,
@@ -249,6 +362,11 @@ def load_plugins(force: bool = False) -> list[str]:
 
 
 def constructor_params(obj: Callable[..., Any]) -> set[str]:
-    """Names a registered object accepts as keywords (used by tests and error messages)."""
-    target = obj.__init__ if inspect.isclass(obj) else obj
-    return {p.name for p in inspect.signature(target).parameters.values() if p.name != "self"}
+    """The settings a registered object accepts: its parameters' names, and for a constructor that takes
+    its config object (`cfg`), that config's fields (used by tests and error messages)."""
+    sig = _signature(obj)
+    names = {p.name for p in sig.parameters.values() if p.name != "self"} if sig is not None else set()
+    config = annotated_config(obj)
+    if config is not None:
+        names |= set(config.model_fields) - {"type"}
+    return names

@@ -73,14 +73,16 @@ def test_postprocess_matches(pair, raw, setting):
     score, top_k, iou, cap = setting
     from torchvision.models.detection.image_list import ImageList
 
-    from ssdkit.postprocess.nms import HardNMS
+    from ssdkit.postprocess.nms import HardNMS, HardNMSConfig
 
     sizes = [(300, 300)] * loc.shape[0]
     anchors = tv.anchor_generator(ImageList(torch.zeros(len(sizes), 3, 300, 300), sizes), raw[0])
     saved = (tv.score_thresh, tv.topk_candidates, tv.nms_thresh, tv.detections_per_img, ours.postprocess)
     try:
         tv.score_thresh, tv.topk_candidates, tv.nms_thresh, tv.detections_per_img = setting
-        ours.postprocess = HardNMS(score_threshold=score, top_k=top_k, iou_threshold=iou, max_detections=cap)
+        ours.postprocess = HardNMS(
+            HardNMSConfig(score_threshold=score, top_k=top_k, iou_threshold=iou, max_detections=cap)
+        )
         theirs = tv.postprocess_detections(expected, anchors, sizes)
         got = ours.detect(loc, logits)
     finally:

@@ -57,15 +57,17 @@ class MobileNetV3Config(SSDLiteConfig):
     )
 
 
-@BACKBONES.register("mobilenet_v3_large", config=MobileNetV3Config)
+@BACKBONES.register("mobilenet_v3_large")
 class MobileNetV3SSDLite(nn.Module):
     """x `[B, 3, H, W]` -> 6 maps; at 320 x 320 their sides are 20, 10, 5, 3, 2, 1.
 
     `out_channels` is [672, 960, 512, 256, 256, 128] at width_mult 1 ([672, 480, ...] with `reduced_tail`).
     """
 
-    def __init__(self, width_mult: float = 1.0, weights: str | None = None, reduced_tail: bool = False) -> None:
+    def __init__(self, cfg: MobileNetV3Config | None = None) -> None:
         super().__init__()
+        self.config = cfg = cfg if cfg is not None else MobileNetV3Config()
+        width_mult, weights, reduced_tail = cfg.width_mult, cfg.weights, cfg.reduced_tail
         net = mobilenet_v3_large(weights=None, width_mult=width_mult, reduced_tail=reduced_tail, norm_layer=SSDLITE_BN)
         if weights is not None:
             if reduced_tail:

@@ -70,7 +70,7 @@ def use_tf_same_padding(module: nn.Module) -> nn.Module:
     return module
 
 
-@BACKBONES.register("mobilenet_v2", config=MobileNetV2Config)
+@BACKBONES.register("mobilenet_v2")
 class MobileNetV2SSDLite(nn.Module):
     """x `[B, 3, H, W]` -> 6 maps; at 300 x 300 their sides are 19, 10, 5, 3, 2, 1.
 
@@ -79,8 +79,10 @@ class MobileNetV2SSDLite(nn.Module):
     last 1x1 conv), `extras` the four SSDLite blocks.
     """
 
-    def __init__(self, width_mult: float = 1.0, padding: Padding = "symmetric", weights: str | None = None) -> None:
+    def __init__(self, cfg: MobileNetV2Config | None = None) -> None:
         super().__init__()
+        self.config = cfg = cfg if cfg is not None else MobileNetV2Config()
+        width_mult, padding, weights = cfg.width_mult, cfg.padding, cfg.weights
         net = mobilenet_v2(weights=None, width_mult=width_mult, norm_layer=SSDLITE_BN)
         if weights is not None:
             load_classifier_weights(net, weights, backbone="mobilenet_v2")
@@ -97,8 +99,6 @@ class MobileNetV2SSDLite(nn.Module):
         normal_init(self.extras)
         if padding == "tf_same":
             use_tf_same_padding(self)
-        elif padding != "symmetric":
-            raise ValueError(f"padding must be 'symmetric' or 'tf_same', got {padding!r}")
         self.padding = padding
         self.out_channels = channels
 

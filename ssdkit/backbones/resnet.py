@@ -39,15 +39,17 @@ class ResNet50Config(ComponentConfig):
         return 1 + len(EXTRAS)
 
 
-@BACKBONES.register("resnet50", config=ResNet50Config)
+@BACKBONES.register("resnet50")
 class ResNet50SSD(nn.Module):
     """x `[B, 3, H, W]` -> 6 maps; at 300 x 300 their sides are 38, 19, 10, 5, 3, 1.
 
     `out_channels` is [1024, 512, 512, 256, 256, 256].
     """
 
-    def __init__(self, weights: str | None = None) -> None:
+    def __init__(self, cfg: ResNet50Config | None = None) -> None:
         super().__init__()
+        self.config = cfg = cfg if cfg is not None else ResNet50Config()
+        weights = cfg.weights
         net = resnet50(weights=None)
         if weights is not None:
             load_classifier_weights(net, weights, "resnet50")

@@ -49,18 +49,14 @@ def _conv(cin: int, cout: int, stride: int, norm: str) -> list[nn.Module]:
     return layers
 
 
-@BACKBONES.register("tiny", config=TinyBackboneConfig)
+@BACKBONES.register("tiny")
 class TinyBackbone(nn.Module):
     """x `[B, 3, H, W]` -> `levels` maps; map k has `out_channels[k]` channels and side ceil(H / stride)."""
 
-    def __init__(
-        self,
-        channels: list[int] = (16, 32, 48, 64, 96, 96, 128),
-        levels: int = 5,
-        depth: int = 1,
-        norm: str = "batch",
-    ) -> None:
+    def __init__(self, cfg: TinyBackboneConfig | None = None) -> None:
         super().__init__()
+        self.config = cfg = cfg if cfg is not None else TinyBackboneConfig()
+        channels, levels, depth, norm = cfg.channels, cfg.levels, cfg.depth, cfg.norm
         self.stages = nn.ModuleList()
         cin = 3
         for cout in channels:

@@ -74,7 +74,7 @@ def _extra(n: int, cin: int, mid: int, cout: int, **kw) -> nn.Sequential:
     )
 
 
-@BACKBONES.register("vgg16", config=VGG16Config)
+@BACKBONES.register("vgg16")
 class SSDVGG16(nn.Module):
     """[B, 3, H, W] -> list of 6 (7 with `highres`) feature maps, channels `out_channels`.
 
@@ -84,14 +84,14 @@ class SSDVGG16(nn.Module):
     differs only for near-zero feature vectors.
     """
 
-    def __init__(self, highres: bool = False, weights: str | None = None) -> None:
+    def __init__(self, cfg: VGG16Config | None = None) -> None:
         super().__init__()
+        self.config = cfg = cfg if cfg is not None else VGG16Config()
+        weights = cfg.weights  # never a URL: VGG16Config refused it
         named = pretrained.find(weights, backbone="vgg16", kind="backbone")
-        if weights is not None and named is None:  # fail before spending time on initialisation
-            reject_url(str(weights))
-            if not Path(weights).is_file():
-                raise FileNotFoundError(f"no such weights file: {weights}")
-        self.highres = bool(highres)
+        if weights is not None and named is None and not Path(weights).is_file():
+            raise FileNotFoundError(f"no such weights file: {weights}")  # before spending time on initialisation
+        self.highres = cfg.highres
         layers: list[nn.Module] = []
         cin = 3
         for v in _FEATURES:

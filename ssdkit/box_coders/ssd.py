@@ -37,7 +37,7 @@ class SSDBoxCoderConfig(ComponentConfig):
         return v
 
 
-@BOX_CODERS.register("ssd", config=SSDBoxCoderConfig)
+@BOX_CODERS.register("ssd")
 class SSDBoxCoder:
     """Encode boxes as offsets from priors, and back.
 
@@ -48,14 +48,9 @@ class SSDBoxCoder:
     whose scale factors 10, 10, 5, 5 are the variances 0.1, 0.1, 0.2, 0.2).
     """
 
-    def __init__(
-        self, variances=(0.1, 0.1, 0.2, 0.2), log_clamp: float = DEFAULT_LOG_CLAMP, order: str = "xywh"
-    ) -> None:
-        if order not in ("xywh", "yxhw"):
-            raise ValueError(f"box coder order must be 'xywh' or 'yxhw', got {order!r}")
-        self.variances = tuple(float(v) for v in variances)
-        self.log_clamp = float(log_clamp)
-        self.order = order
+    def __init__(self, cfg: SSDBoxCoderConfig | None = None) -> None:
+        self.config = cfg = cfg if cfg is not None else SSDBoxCoderConfig()
+        self.variances, self.log_clamp, self.order = cfg.variances, cfg.log_clamp, cfg.order
 
     def _swap(self, offsets: Tensor) -> Tensor:
         """xywh <-> yxhw (its own inverse); a no-op for order "xywh"."""

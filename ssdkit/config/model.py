@@ -36,6 +36,7 @@ from ssdkit.registry import (
     ComponentConfig,
     Registry,
 )
+from ssdkit.roles import check_levels, declared_levels
 
 __all__ = ["SSDConfig", "PreprocessConfig", "component"]
 
@@ -139,15 +140,11 @@ class SSDConfig(BaseModel):
                 f"means {self.num_classes - 1} object classes (background is not named); leave num_classes "
                 f"out (it follows from class_names) or name exactly num_classes - 1 classes"
             )
-        levels_fn = getattr(self.backbone, "num_levels", None)
-        backbone_levels = levels_fn() if callable(levels_fn) else None
-        prior_levels_fn = getattr(self.priors, "num_levels", None)
-        prior_levels = prior_levels_fn() if callable(prior_levels_fn) else None
-        if backbone_levels is not None and prior_levels is not None and backbone_levels != prior_levels:
-            raise ValueError(
-                f"priors has {prior_levels} levels but backbone '{self.backbone.type}' gives "
-                f"{backbone_levels} feature maps; they must be equal"
-            )
+        # Levels declared by both configs are checked here, before anything is built; build_model checks
+        # the built parts when a config declares none (ssdkit.roles.declared_levels).
+        backbone_levels, prior_levels = declared_levels(self.backbone), declared_levels(self.priors)
+        if backbone_levels is not None and prior_levels is not None:
+            check_levels(prior_levels, backbone_levels, self.backbone.type)
         return self
 
     # ---------- files ----------

@@ -27,8 +27,7 @@ def build_dataset(cfg: Union[ComponentConfig, dict[str, Any]]) -> DetectionDatas
 
 def preprocessor_for(model_cfg: Any) -> Preprocessor:
     """The `Preprocessor` `build_model` gives a model of this config (same resize and normalisation)."""
-    p = model_cfg.preprocess
-    return Preprocessor(model_cfg.image_size, p.mean, p.std, p.scale, p.channel_order, p.resize)
+    return Preprocessor.from_config(model_cfg.image_size, model_cfg.preprocess)
 
 
 def check_classes(dataset: DetectionDataset, model_cfg: Any, what: str = "the data set") -> None:

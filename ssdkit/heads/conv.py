@@ -18,8 +18,9 @@ def flatten_level(x: Tensor, columns: int) -> Tensor:
 class _LevelHead(nn.Module):
     """One predictor module per level for locations and one for class logits."""
 
-    def __init__(self, loc: nn.ModuleList, cls: nn.ModuleList, num_classes: int) -> None:
+    def __init__(self, config: ComponentConfig, loc: nn.ModuleList, cls: nn.ModuleList, num_classes: int) -> None:
         super().__init__()
+        self.config = config
         self.loc = loc
         self.cls = cls
         self.num_classes = num_classes
@@ -43,11 +44,20 @@ class ConvHeadConfig(ComponentConfig):
     kernel_size: int = Field(3, ge=1, le=7, description="odd kernel size of the predictor convs")
 
 
-@HEADS.register("ssd", config=ConvHeadConfig)
+@HEADS.register("ssd")
 class ConvHead(_LevelHead):
     """The paper's head: one k x k conv per level for offsets and one for class logits."""
 
-    def __init__(self, in_channels: list[int], num_anchors: list[int], num_classes: int, kernel_size: int = 3) -> None:
+    def __init__(
+        self,
+        cfg: ConvHeadConfig | None = None,
+        *,
+        in_channels: list[int],
+        num_anchors: list[int],
+        num_classes: int,
+    ) -> None:
+        cfg = cfg if cfg is not None else ConvHeadConfig()
+        kernel_size = cfg.kernel_size
         pad = kernel_size // 2
         loc = nn.ModuleList(
             nn.Conv2d(c, a * 4, kernel_size, padding=pad) for c, a in zip(in_channels, num_anchors, strict=True)
@@ -59,7 +69,7 @@ class ConvHead(_LevelHead):
         for m in [*loc, *cls]:
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
-        super().__init__(loc, cls, num_classes)
+        super().__init__(cfg, loc, cls, num_classes)
 
 
 def _separable(cin: int, cout: int) -> nn.Sequential:
@@ -75,18 +85,26 @@ class DepthwiseHeadConfig(ComponentConfig):
     type: str = "depthwise"
 
 
-@HEADS.register("depthwise", config=DepthwiseHeadConfig)
+@HEADS.register("depthwise")
 class DepthwiseHead(_LevelHead):
     """SSDLite's head: 3x3 depthwise conv + BN + ReLU6, then a 1x1 conv, per level."""
 
-    def __init__(self, in_channels: list[int], num_anchors: list[int], num_classes: int) -> None:
+    def __init__(
+        self,
+        cfg: DepthwiseHeadConfig | None = None,
+        *,
+        in_channels: list[int],
+        num_anchors: list[int],
+        num_classes: int,
+    ) -> None:
+        cfg = cfg if cfg is not None else DepthwiseHeadConfig()
         loc = nn.ModuleList(_separable(c, a * 4) for c, a in zip(in_channels, num_anchors, strict=True))
         cls = nn.ModuleList(_separable(c, a * num_classes) for c, a in zip(in_channels, num_anchors, strict=True))
         for m in self.modules_of(loc, cls):
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        super().__init__(loc, cls, num_classes)
+        super().__init__(cfg, loc, cls, num_classes)
 
     @staticmethod
     def modules_of(*lists: nn.ModuleList):

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ssdkit.losses.localisation import giou_sum, smooth_l1_sum
 from ssdkit.losses.targets import check_head_outputs, match_targets
 from ssdkit.registry import LOSSES, ComponentConfig
+from ssdkit.roles import BoxCoder, Matcher
 
 __all__ = ["FocalLoss", "FocalLossConfig", "sigmoid_focal", "softmax_focal"]
 
@@ -24,8 +25,10 @@ _TINY = torch.finfo(torch.float32).tiny
 def sigmoid_focal(logits: Tensor, labels: Tensor, alpha: Optional[float], gamma: float) -> Tensor:
     """Per-entry sigmoid focal loss `[..., C]` for logits `[..., C]` and class targets `[...]`.
 
-    Every column is an independent binary problem with target one_hot(label): column 0 is
-    trained as a "background" detector, so the model's softmax scoring stays meaningful.
+    Every column is an independent binary problem with target one_hot(label), column 0 included (a
+    "background" detector). The columns are not a distribution, so a model trained this way scores with
+    independent sigmoids, not a softmax: `build_model` reads the loss's `score_activation` ("sigmoid")
+    and `SSD.scores` applies it.
     An entry whose target is 1 is weighted `alpha`, one whose target is 0 `1 - alpha`.
     """
     is_target = labels.unsqueeze(-1) == torch.arange(logits.shape[-1], device=labels.device)
@@ -77,7 +80,7 @@ class FocalLossConfig(ComponentConfig):
     )
 
 
-@LOSSES.register("focal", config=FocalLossConfig)
+@LOSSES.register("focal")
 class FocalLoss(nn.Module):
     """Focal classification loss over all priors plus a localisation term on positives.
 
@@ -88,33 +91,13 @@ class FocalLoss(nn.Module):
     positives (`ssdkit.losses.localisation`), N = positives in the batch, at least 1.
     """
 
-    def __init__(
-        self,
-        mode: str = "sigmoid",
-        alpha: Optional[float] = 0.25,
-        gamma: float = 2.0,
-        loc_loss: str = "smooth_l1",
-        loc_weight: float = 1.0,
-        smooth_l1_beta: float = 1.0,
-        prior_probability: Optional[float] = 0.01,
-        *,
-        box_coder: Any,
-        matcher: Any,
-    ) -> None:
+    def __init__(self, cfg: FocalLossConfig | None = None, *, box_coder: BoxCoder, matcher: Matcher) -> None:
         super().__init__()
-        if mode not in ("sigmoid", "softmax"):
-            raise ValueError(f"focal loss mode must be 'sigmoid' or 'softmax', got {mode!r}")
-        if loc_loss not in ("smooth_l1", "giou"):
-            raise ValueError(f"focal loss loc_loss must be 'smooth_l1' or 'giou', got {loc_loss!r}")
-        self.mode: Literal["sigmoid", "softmax"] = mode  # type: ignore[assignment]
-        self.alpha = None if alpha is None else float(alpha)
-        self.gamma = float(gamma)
-        self.loc_loss = loc_loss
-        self.loc_weight = float(loc_weight)
-        self.smooth_l1_beta = float(smooth_l1_beta)
-        self.prior_probability = None if prior_probability is None else float(prior_probability)
-        self.box_coder = box_coder
-        self.matcher = matcher
+        self.config = cfg = cfg if cfg is not None else FocalLossConfig()
+        self.mode, self.alpha, self.gamma = cfg.mode, cfg.alpha, cfg.gamma
+        self.loc_loss, self.loc_weight, self.smooth_l1_beta = cfg.loc_loss, cfg.loc_weight, cfg.smooth_l1_beta
+        self.prior_probability = cfg.prior_probability
+        self.box_coder, self.matcher = box_coder, matcher
 
     @property
     def score_activation(self) -> str:

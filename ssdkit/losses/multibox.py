@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ssdkit.losses.localisation import smooth_l1_sum
 from ssdkit.losses.targets import check_head_outputs, match_targets
 from ssdkit.registry import LOSSES, ComponentConfig
+from ssdkit.roles import BoxCoder, Matcher
 
 __all__ = ["MultiboxLoss", "MultiboxLossConfig", "hard_negatives", "num_hard_negatives"]
 
@@ -53,7 +54,7 @@ def hard_negatives(cls_loss: Tensor, positive: Tensor, neg_pos_ratio: float, min
     return rank < k[:, None]
 
 
-@LOSSES.register("multibox", config=MultiboxLossConfig)
+@LOSSES.register("multibox")
 class MultiboxLoss(nn.Module):
     """The SSD loss (Liu et al. 2016), batched over the whole batch.
 
@@ -77,23 +78,12 @@ class MultiboxLoss(nn.Module):
     Inputs in fp16/bf16 are computed in float32.
     """
 
-    def __init__(
-        self,
-        neg_pos_ratio: float = 3.0,
-        min_negatives: int = 3,
-        loc_weight: float = 1.0,
-        smooth_l1_beta: float = 1.0,
-        *,
-        box_coder: Any,
-        matcher: Any,
-    ) -> None:
+    def __init__(self, cfg: MultiboxLossConfig | None = None, *, box_coder: BoxCoder, matcher: Matcher) -> None:
         super().__init__()
-        self.neg_pos_ratio = float(neg_pos_ratio)
-        self.min_negatives = int(min_negatives)
-        self.loc_weight = float(loc_weight)
-        self.smooth_l1_beta = float(smooth_l1_beta)
-        self.box_coder = box_coder
-        self.matcher = matcher
+        self.config = cfg = cfg if cfg is not None else MultiboxLossConfig()
+        self.neg_pos_ratio, self.min_negatives = cfg.neg_pos_ratio, cfg.min_negatives
+        self.loc_weight, self.smooth_l1_beta = cfg.loc_weight, cfg.smooth_l1_beta
+        self.box_coder, self.matcher = box_coder, matcher
 
     def forward(self, loc: Tensor, logits: Tensor, targets: list[dict[str, Any]], priors: Tensor) -> dict[str, Tensor]:
         check_head_outputs(loc, logits, targets, priors)

@@ -102,20 +102,7 @@ def pad_targets(
     or out-of-range label (needs `num_classes`, which counts background), a non-finite or
     empty box (x2 <= x1 or y2 <= y1), or coordinates that are clearly not normalised.
     """
-    if isinstance(targets, dict) or not isinstance(targets, Sequence):
-        raise TypeError(f"targets must be a list with one dict per image, got {type(targets).__name__}")
-    boxes, labels = [], []
-    for i, t in enumerate(targets):  # shapes only: the values are checked below, batched
-        if not isinstance(t, dict):
-            raise TypeError(f"targets[{i}] must be a dict with 'boxes' and 'labels', got {type(t).__name__}")
-        b = _image_tensor(t.get("boxes"), i, "boxes", 4)
-        lab = _image_tensor(t.get("labels"), i, "labels", None)
-        if b.shape[0] != lab.shape[0]:
-            raise ValueError(f"targets[{i}] has {b.shape[0]} boxes but {lab.shape[0]} labels")
-        if lab.dtype.is_floating_point or lab.dtype.is_complex or lab.dtype == torch.bool:
-            raise ValueError(f"targets[{i}]['labels'] must be integers (int64), got {lab.dtype}")
-        boxes.append(b)
-        labels.append(lab)
+    boxes, labels = _image_tensors(targets)
     B = len(boxes)
     counts = [b.shape[0] for b in boxes]
     G = max([1, *counts])
@@ -131,7 +118,40 @@ def pad_targets(
     n = torch.tensor(counts, device=dev, dtype=torch.long)
     image = torch.repeat_interleave(torch.arange(B, device=dev), n)
     slot = torch.arange(flat_labels.shape[0], device=dev) - (torch.cumsum(n, 0) - n).repeat_interleave(n)
+    _check_values(flat_boxes, flat_labels, image, slot, num_classes)
 
+    padded_boxes = torch.tensor(_PAD_BOX, dtype=dtype, device=dev).repeat(B, G, 1)
+    padded_labels = torch.zeros((B, G), dtype=torch.long, device=dev)
+    mask = torch.zeros((B, G), dtype=torch.bool, device=dev)
+    padded_boxes[image, slot] = flat_boxes
+    padded_labels[image, slot] = flat_labels
+    mask[image, slot] = True
+    return PaddedTargets(padded_boxes, padded_labels, mask)
+
+
+def _image_tensors(targets: Sequence[dict[str, Any]]) -> tuple[list[Tensor], list[Tensor]]:
+    """Per image, boxes `[G_i, 4]` and labels `[G_i]` as tensors; shapes and label dtype checked."""
+    if isinstance(targets, dict) or not isinstance(targets, Sequence):
+        raise TypeError(f"targets must be a list with one dict per image, got {type(targets).__name__}")
+    boxes, labels = [], []
+    for i, t in enumerate(targets):  # shapes only: _check_values checks the values, batched
+        if not isinstance(t, dict):
+            raise TypeError(f"targets[{i}] must be a dict with 'boxes' and 'labels', got {type(t).__name__}")
+        b = _image_tensor(t.get("boxes"), i, "boxes", 4)
+        lab = _image_tensor(t.get("labels"), i, "labels", None)
+        if b.shape[0] != lab.shape[0]:
+            raise ValueError(f"targets[{i}] has {b.shape[0]} boxes but {lab.shape[0]} labels")
+        if lab.dtype.is_floating_point or lab.dtype.is_complex or lab.dtype == torch.bool:
+            raise ValueError(f"targets[{i}]['labels'] must be integers (int64), got {lab.dtype}")
+        boxes.append(b)
+        labels.append(lab)
+    return boxes, labels
+
+
+def _check_values(
+    flat_boxes: Tensor, flat_labels: Tensor, image: Tensor, slot: Tensor, num_classes: Optional[int]
+) -> None:
+    """Raise ValueError naming image and box for the first bad label or box of the flat `[N, 4]` / `[N]` lists."""
     # One host sync for all checks; the slow search for the culprit only runs on failure.
     finite = torch.isfinite(flat_boxes).all(dim=1)
     empty = (flat_boxes[:, 2] <= flat_boxes[:, 0]) | (flat_boxes[:, 3] <= flat_boxes[:, 1])
@@ -155,14 +175,6 @@ def pad_targets(
                 last = "?" if num_classes is None else num_classes - 1
                 text = message.format(label=int(flat_labels[row]), last=last, box=flat_boxes[row].tolist())
                 raise ValueError(f"targets[{i}] box {j}: {text}")
-
-    padded_boxes = torch.tensor(_PAD_BOX, dtype=dtype, device=dev).repeat(B, G, 1)
-    padded_labels = torch.zeros((B, G), dtype=torch.long, device=dev)
-    mask = torch.zeros((B, G), dtype=torch.bool, device=dev)
-    padded_boxes[image, slot] = flat_boxes
-    padded_labels[image, slot] = flat_labels
-    mask[image, slot] = True
-    return PaddedTargets(padded_boxes, padded_labels, mask)
 
 
 def match_targets(

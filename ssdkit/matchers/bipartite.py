@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import Tensor
 
 from ssdkit.boxes import batched_box_iou
-from ssdkit.matchers.ssd import no_matches
+from ssdkit.matchers.ssd import ThresholdMatcher
 from ssdkit.registry import MATCHERS, ComponentConfig
 
 __all__ = ["BipartiteMatcher", "BipartiteMatcherConfig", "bipartite_pairs"]
@@ -66,31 +66,22 @@ def bipartite_pairs(iou: Tensor, num_rounds: int) -> Tensor:
     return paired
 
 
-@MATCHERS.register("bipartite", config=BipartiteMatcherConfig)
-class BipartiteMatcher:
+@MATCHERS.register("bipartite")
+class BipartiteMatcher(ThresholdMatcher):
     """Match padded ground truth to priors, for a whole batch at once, as the original SSD code does.
-
-    __call__(gt_boxes [B, G, 4] xyxy, gt_mask [B, G] bool, priors [P, 4] xyxy)
-      -> (matches [B, P] int64, the matched ground-truth index or -1 for background,
-          iou [B, P] float, the IoU of each prior with its matched ground truth; for an
-          unmatched prior, with its best one; 0 in an image without ground truth),
-    the same contract as the `ssd` matcher.
 
     1. bipartite step (`bipartite_pairs`): each valid ground truth takes a prior of its own, the
        pairs of largest IoU first, so every box is matched whenever P >= its image's box count;
     2. every other prior whose best IoU >= `iou_threshold` takes that best box.
     Padded entries (gt_mask False) never match; an image with none gets no positives.
     Cost: step 1 loops over at most G rounds (G = most boxes in one image), each batched over images.
+    Inputs and outputs: see `ThresholdMatcher`.
     """
 
-    def __init__(self, iou_threshold: float = 0.5) -> None:
-        self.iou_threshold = float(iou_threshold)
+    def __init__(self, cfg: BipartiteMatcherConfig | None = None) -> None:
+        super().__init__(cfg if cfg is not None else BipartiteMatcherConfig())
 
-    def __call__(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
-        B, G = gt_mask.shape
-        P = priors.shape[0]
-        if G == 0:
-            return no_matches(B, P, priors)
+    def match(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
         iou = batched_box_iou(gt_boxes, priors).masked_fill(~gt_mask[..., None], -1.0)  # [B, G, P]
         best_iou, best_gt = iou.max(dim=1)  # per prior, [B, P]
         matches = torch.where(best_iou >= self.iou_threshold, best_gt, torch.full_like(best_gt, -1))
@@ -98,6 +89,3 @@ class BipartiteMatcher:
         matches = torch.where(paired >= 0, paired, matches)
         matched_iou = torch.gather(iou, 1, matches.clamp(min=0)[:, None, :]).squeeze(1)
         return matches, torch.where(matches >= 0, matched_iou, best_iou.clamp(min=0))
-
-    def __repr__(self) -> str:
-        return f"BipartiteMatcher(iou_threshold={self.iou_threshold})"

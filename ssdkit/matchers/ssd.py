@@ -29,30 +29,52 @@ def no_matches(batch: int, num_priors: int, priors: Tensor) -> tuple[Tensor, Ten
     )
 
 
-@MATCHERS.register("ssd", config=SSDMatcherConfig)
-class SSDMatcher:
-    """Match padded ground truth to priors, for a whole batch at once.
+class ThresholdMatcher:
+    """What the matchers share: an `iou_threshold` from their config, the answer for a batch without
+    ground truth, and the contract
 
     __call__(gt_boxes [B, G, 4] xyxy, gt_mask [B, G] bool, priors [P, 4] xyxy)
       -> (matches [B, P] int64, the matched ground-truth index or -1 for background,
           iou [B, P] float, the IoU of each prior with its matched ground truth; for an
           unmatched prior, with its best one; 0 in an image without ground truth).
 
+    Subclasses implement `match` for G >= 1.
+    """
+
+    def __init__(self, cfg: ComponentConfig) -> None:
+        """cfg: the subclass's config, which has an `iou_threshold`."""
+        self.config = cfg
+        self.iou_threshold = cfg.iou_threshold
+
+    def __call__(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
+        if gt_mask.shape[1] == 0:
+            return no_matches(gt_mask.shape[0], priors.shape[0], priors)
+        return self.match(gt_boxes, gt_mask, priors)
+
+    def match(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(iou_threshold={self.iou_threshold})"
+
+
+@MATCHERS.register("ssd")
+class SSDMatcher(ThresholdMatcher):
+    """Match padded ground truth to priors, for a whole batch at once.
+
     1. every valid ground truth takes the prior it overlaps most (when two boxes
        want the same prior, the later one wins, as in torchvision);
     2. every other prior whose best IoU >= `iou_threshold` takes that best box.
     Padded entries (gt_mask False) never match; an image with none gets no positives.
+    Inputs and outputs: see `ThresholdMatcher`.
     """
 
-    def __init__(self, iou_threshold: float = 0.5) -> None:
-        self.iou_threshold = float(iou_threshold)
+    def __init__(self, cfg: SSDMatcherConfig | None = None) -> None:
+        super().__init__(cfg if cfg is not None else SSDMatcherConfig())
 
-    def __call__(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
+    def match(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
         B, G = gt_mask.shape
-        P = priors.shape[0]
-        if G == 0:
-            return no_matches(B, P, priors)
-        if priors.device.type == "cpu" and B * G * P > PER_IMAGE_ABOVE:
+        if priors.device.type == "cpu" and B * G * priors.shape[0] > PER_IMAGE_ABOVE:
             return self.per_image(gt_boxes, gt_mask, priors)
         return self.batched(gt_boxes, gt_mask, priors)
 
@@ -106,6 +128,3 @@ class SSDMatcher:
         matches = torch.where(forced >= 0, forced, matches)
         matched_iou = iou.gather(0, matches.clamp(min=0)[None])[0]
         return matches, torch.where(matches >= 0, matched_iou, best_iou.clamp(min=0))
-
-    def __repr__(self) -> str:
-        return f"SSDMatcher(iou_threshold={self.iou_threshold})"

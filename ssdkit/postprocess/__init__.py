@@ -1,4 +1,4 @@
-"""Post-processing (registry `NMS`): candidate selection and non-maximum suppression."""
+"""Post-processing (registry `POSTPROCESS`): candidate selection and non-maximum suppression."""
 
 from ssdkit.postprocess.base import PostprocessConfig, Postprocessor
 from ssdkit.postprocess.nms import HardNMS, HardNMSConfig

@@ -118,21 +118,11 @@ class Postprocessor:
     # candidates need never be decoded or compared.
     causal: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        score_threshold: float = 0.01,
-        top_k: int = 400,
-        iou_threshold: float = 0.45,
-        max_detections: int = 200,
-        clip: str = "before_nms",
-    ) -> None:
-        if clip not in ("before_nms", "after_nms"):
-            raise ValueError(f"clip must be 'before_nms' or 'after_nms', got {clip!r}")
-        self.clip = clip
-        self.score_threshold = float(score_threshold)
-        self.top_k = int(top_k)
-        self.iou_threshold = float(iou_threshold)
-        self.max_detections = int(max_detections)
+    def __init__(self, cfg: PostprocessConfig) -> None:
+        """cfg: the settings (a subclass of `PostprocessConfig`, which holds their defaults and bounds)."""
+        self.config = cfg
+        self.score_threshold, self.top_k, self.iou_threshold = cfg.score_threshold, cfg.top_k, cfg.iou_threshold
+        self.max_detections, self.clip = cfg.max_detections, cfg.clip
 
     def suppress(self, boxes: Tensor, scores: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
         """boxes [N, 4] xyxy, scores [N], groups [N] (boxes of two groups are never compared),

@@ -60,7 +60,7 @@ def greedy_by_matrix(rows: Tensor, groups: Tensor, iou_threshold: float) -> Tens
     return greedy_keep(n, torch.cat(first), torch.cat(second))
 
 
-@POSTPROCESS.register("hard", config=HardNMSConfig)
+@POSTPROCESS.register("hard")
 class HardNMS(Postprocessor):
     """Greedy NMS per image and class, like torchvision's `batched_nms`: a box is dropped
     when a higher-scoring kept box of its group overlaps it with IoU > iou_threshold.
@@ -70,6 +70,9 @@ class HardNMS(Postprocessor):
     """
 
     causal = True
+
+    def __init__(self, cfg: HardNMSConfig | None = None) -> None:
+        super().__init__(cfg if cfg is not None else HardNMSConfig())
 
     def suppress(self, boxes: Tensor, scores: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
         n = scores.numel()

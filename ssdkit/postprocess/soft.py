@@ -22,7 +22,7 @@ class SoftNMSConfig(PostprocessConfig):
     )
 
 
-@POSTPROCESS.register("soft", config=SoftNMSConfig)
+@POSTPROCESS.register("soft")
 class SoftNMS(Postprocessor):
     """Soft-NMS per image and class. In every group, repeatedly take the highest-scoring
     remaining box, then decay the others' scores by its overlap (gaussian: exp(-iou^2 / sigma);
@@ -34,23 +34,10 @@ class SoftNMS(Postprocessor):
     max_detections boxes, which bounds the steps.
     """
 
-    def __init__(
-        self,
-        score_threshold: float = 0.01,
-        top_k: int = 400,
-        iou_threshold: float = 0.45,
-        max_detections: int = 200,
-        sigma: float = 0.5,
-        method: str = "gaussian",
-        clip: str = "before_nms",
-    ) -> None:
-        super().__init__(score_threshold, top_k, iou_threshold, max_detections, clip)
-        if not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
-        if method not in ("gaussian", "linear"):
-            raise ValueError(f"method must be 'gaussian' or 'linear', got {method!r}")
-        self.sigma = float(sigma)
-        self.method = method
+    def __init__(self, cfg: SoftNMSConfig | None = None) -> None:
+        cfg = cfg if cfg is not None else SoftNMSConfig()
+        super().__init__(cfg)
+        self.sigma, self.method = cfg.sigma, cfg.method
 
     def decay(self, iou: Tensor) -> Tensor:
         """Score multiplier for boxes overlapping a taken box by `iou`."""

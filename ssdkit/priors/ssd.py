@@ -17,6 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import Tensor
 
 from ssdkit.registry import PRIORS, ComponentConfig
+from ssdkit.roles import check_feature_maps
 
 # Element checks live in the types so that an error's location is the exact field path
 # (e.g. `priors.aspect_ratios.2.1`), not just `priors`.
@@ -86,7 +87,7 @@ class SSDPriorsConfig(ComponentConfig):
         return len(self.aspect_ratios)
 
 
-@PRIORS.register("ssd", config=SSDPriorsConfig)
+@PRIORS.register("ssd")
 class SSDPriors:
     """Generates `[P, 4]` priors, cxcywh normalised to [0, 1].
 
@@ -94,28 +95,16 @@ class SSDPriors:
     (s_k, s'_k, then r, 1/r for each ratio r): the order of torchvision and ssd.pytorch.
     """
 
-    def __init__(
-        self,
-        aspect_ratios: list[list[float]],
-        min_sizes: Optional[list[float]] = None,
-        max_sizes: Optional[list[float]] = None,
-        scales: Optional[list[float]] = None,
-        s_min: Optional[float] = None,
-        s_max: Optional[float] = None,
-        steps: Optional[list[float]] = None,
-        offset: float = 0.5,
-        clip: bool = True,
-        clip_centres: bool = False,
-    ) -> None:
-        self.aspect_ratios = [list(map(float, r)) for r in aspect_ratios]
-        self.min_sizes, self.max_sizes = min_sizes, max_sizes
-        self.scales = scales
-        if s_min is not None:
-            self.scales = self.paper_scales(s_min, s_max, len(aspect_ratios))
-        self.steps = steps
-        self.offset = float(offset)
-        self.clip = bool(clip)
-        self.clip_centres = bool(clip_centres)
+    def __init__(self, cfg: SSDPriorsConfig) -> None:
+        self.config = cfg
+        self.aspect_ratios = cfg.aspect_ratios
+        self.min_sizes, self.max_sizes = cfg.min_sizes, cfg.max_sizes
+        # The L + 1 scales in use: the given ones, or the paper's from s_min / s_max (None with min_sizes).
+        self.scales = cfg.scales
+        if cfg.s_min is not None:
+            self.scales = self.paper_scales(cfg.s_min, cfg.s_max, len(cfg.aspect_ratios))
+        self.steps, self.offset = cfg.steps, cfg.offset
+        self.clip, self.clip_centres = cfg.clip, cfg.clip_centres
 
     @staticmethod
     def paper_scales(s_min: float, s_max: float, levels: int) -> list[float]:
@@ -159,11 +148,7 @@ class SSDPriors:
 
     def __call__(self, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int]) -> Tensor:
         """Priors for feature maps of `feature_sizes` [(h, w), ...] on an `image_size` (h, w) input."""
-        if len(feature_sizes) != len(self.aspect_ratios):
-            raise ValueError(
-                f"the backbone gives {len(feature_sizes)} feature maps but the priors have "
-                f"{len(self.aspect_ratios)} levels"
-            )
+        check_feature_maps(feature_sizes, len(self.aspect_ratios))
         h, w = image_size
         levels = []
         for k, ((fh, fw), wh) in enumerate(zip(feature_sizes, self.shapes(image_size), strict=True)):

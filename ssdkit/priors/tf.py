@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from ssdkit.registry import PRIORS, ComponentConfig
+from ssdkit.roles import check_feature_maps
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -64,37 +65,29 @@ class TFSSDAnchorsConfig(ComponentConfig):
         return self.num_layers
 
 
-@PRIORS.register("tf_ssd", config=TFSSDAnchorsConfig)
+@PRIORS.register("tf_ssd")
 class TFSSDAnchors:
     """Generates `[P, 4]` priors, cxcywh normalised to [0, 1], in TF's order: level, row, column,
     then the box specs of `box_specs()` (which the head's outputs follow)."""
 
-    def __init__(
-        self,
-        num_layers: int = 6,
-        min_scale: float = 0.2,
-        max_scale: float = 0.95,
-        scales: Optional[list[float]] = None,
-        aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5, 3.0, 0.3333),
-        interpolated_scale_aspect_ratio: float = 1.0,
-        reduce_boxes_in_lowest_layer: bool = True,
-        base_anchor_size: tuple[float, float] = (1.0, 1.0),
-    ) -> None:
-        self.num_layers = int(num_layers)
+    def __init__(self, cfg: TFSSDAnchorsConfig | None = None) -> None:
+        self.config = cfg = cfg if cfg is not None else TFSSDAnchorsConfig()
+        self.num_layers = cfg.num_layers
+        scales = cfg.scales
         if scales is None:
-            step = (max_scale - min_scale) / max(self.num_layers - 1, 1)
-            scales = [min_scale + step * k for k in range(self.num_layers)]
-        self.scales = [float(s) for s in scales] + [1.0]
-        self.aspect_ratios = [float(a) for a in aspect_ratios]
-        self.interpolated = float(interpolated_scale_aspect_ratio)
-        self.reduce_lowest = bool(reduce_boxes_in_lowest_layer)
-        self.base_anchor_size = (float(base_anchor_size[0]), float(base_anchor_size[1]))
+            step = (cfg.max_scale - cfg.min_scale) / max(self.num_layers - 1, 1)
+            scales = [cfg.min_scale + step * k for k in range(self.num_layers)]
+        self.layer_scales = [*scales, 1.0]  # s_0 .. s_{m-1}, then s_m = 1 for the last interpolated box
+        self.aspect_ratios = cfg.aspect_ratios
+        self.interpolated = cfg.interpolated_scale_aspect_ratio
+        self.reduce_lowest = cfg.reduce_boxes_in_lowest_layer
+        self.base_anchor_size = cfg.base_anchor_size
 
     def box_specs(self) -> list[list[tuple[float, float]]]:
         """Per layer, the (scale, aspect ratio) of each box of one location, in order."""
         specs = []
         for k in range(self.num_layers):
-            s, s_next = self.scales[k], self.scales[k + 1]
+            s, s_next = self.layer_scales[k], self.layer_scales[k + 1]
             if k == 0 and self.reduce_lowest:
                 specs.append([(0.1, 1.0), (s, 2.0), (s, 0.5)])
                 continue
@@ -123,10 +116,7 @@ class TFSSDAnchors:
 
     def __call__(self, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int]) -> Tensor:
         """Priors for feature maps of `feature_sizes` [(h, w), ...] on an `image_size` (h, w) input."""
-        if len(feature_sizes) != self.num_layers:
-            raise ValueError(
-                f"the backbone gives {len(feature_sizes)} feature maps but the anchors have {self.num_layers} layers"
-            )
+        check_feature_maps(feature_sizes, self.num_layers, "layers")
         levels = []
         for (fh, fw), wh in zip(feature_sizes, self.shapes(image_size), strict=True):
             cy = (torch.arange(fh, dtype=torch.float64) + 0.5) / fh

@@ -81,7 +81,7 @@ def test_mobilenet_loads_local_classification_weights(tmp_path, fmt):
         from safetensors.torch import save_file
 
         save_file(state, str(path))
-    net = MobileNetV3SSDLite(weights=str(path))
+    net = MobileNetV3SSDLite(MobileNetV3Config(weights=str(path)))
     loaded = net.state_dict()
     body = [k for k in loaded if k.startswith("body.")]
     assert len(body) > 200
@@ -114,16 +114,16 @@ def test_weights_url_is_refused(url):
     with pytest.raises(ValidationError, match="downloads only its named weights"):
         ssdkit.presets.get("ssdlite320_mobilenet_v3", backbone={"weights": url})
     with pytest.raises(ValueError, match="local file path"):
-        MobileNetV3SSDLite(weights=url)  # also when built directly, before any file access
+        MobileNetV3SSDLite(MobileNetV3Config(weights=url))  # also when built directly, before any file access
 
 
 def test_weights_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such weights file"):
-        MobileNetV3SSDLite(weights=str(tmp_path / "missing.pth"))
+        MobileNetV3SSDLite(MobileNetV3Config(weights=str(tmp_path / "missing.pth")))
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
     with pytest.raises(ValueError, match="does not fit"):
-        MobileNetV3SSDLite(weights=str(wrong))
+        MobileNetV3SSDLite(MobileNetV3Config(weights=str(wrong)))
 
 
 class _Payload:
@@ -135,4 +135,4 @@ def test_weights_are_never_unpickled_as_code(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"state_dict": _Payload()}, bad)
     with pytest.raises(ValueError, match=r"bad\.pth: refused to load.*weights_only=True"):
-        MobileNetV3SSDLite(weights=str(bad))
+        MobileNetV3SSDLite(MobileNetV3Config(weights=str(bad)))

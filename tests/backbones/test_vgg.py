@@ -22,7 +22,7 @@ CHANNELS = [512, 1024, 512, 256, 256, 256, 256]
 @pytest.mark.parametrize(("highres", "side", "sizes"), [(False, 300, SSD300_SIZES), (True, 512, SSD512_SIZES)])
 def test_feature_sizes_and_channels(highres, side, sizes):
     with torch.device("meta"):  # shapes only: no memory, no compute
-        backbone = SSDVGG16(highres=highres)
+        backbone = SSDVGG16(VGG16Config(highres=highres))
         feats = backbone(torch.empty(2, 3, side, side))
     assert [tuple(f.shape[2:]) for f in feats] == [(s, s) for s in sizes]
     assert [f.shape[1] for f in feats] == backbone.out_channels == CHANNELS[: len(sizes)]
@@ -145,12 +145,12 @@ def test_url_rejected(url):
     with pytest.raises(ValueError, match="downloads only its named weights"):
         ssdkit.presets.get("ssd300_vgg16", backbone={"weights": url})
     with pytest.raises(ValueError, match="local file path"):
-        SSDVGG16(weights=url)
+        SSDVGG16(VGG16Config(weights=url))
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        SSDVGG16(weights=str(tmp_path / "nope.pth"))
+        SSDVGG16(VGG16Config(weights=str(tmp_path / "nope.pth")))
 
 
 def test_wrong_files_name_file_and_key(tmp_path):
@@ -161,23 +161,23 @@ def test_wrong_files_name_file_and_key(tmp_path):
     path = tmp_path / "bad_shape.pth"
     torch.save(bad_shape, path)
     with pytest.raises(ValueError, match=r"bad_shape\.pth.*fc\.fc6\.weight.*\(1024, 512, 1, 1\).*\(1024, 512, 3, 3\)"):
-        SSDVGG16(weights=str(path))
+        SSDVGG16(VGG16Config(weights=str(path)))
     foreign = {**good, "layer1.0.conv1.weight": torch.zeros(64, 64, 3, 3)}
     path = tmp_path / "resnet.pth"
     torch.save(foreign, path)
     with pytest.raises(ValueError, match=r"resnet\.pth.*layer1\.0\.conv1\.weight"):
-        SSDVGG16(weights=str(path))
+        SSDVGG16(VGG16Config(weights=str(path)))
     partial = {k: v for k, v in good.items() if k != "conv5.conv5_3.bias"}
     path = tmp_path / "partial.pth"
     torch.save(partial, path)
     with pytest.raises(ValueError, match=r"partial\.pth.*conv5\.conv5_3\.bias"):
-        SSDVGG16(weights=str(path))
+        SSDVGG16(VGG16Config(weights=str(path)))
 
 
 def test_own_layout_round_trip(tmp_path):
     src = SSDVGG16()
     path = tmp_path / "backbone.pth"
     torch.save(src.state_dict(), path)
-    loaded = SSDVGG16(weights=str(path))
+    loaded = SSDVGG16(VGG16Config(weights=str(path)))
     for (k, a), b in zip(src.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), k

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torchvision.models.detection._utils import BoxCoder
 
-from ssdkit.box_coders.ssd import DEFAULT_LOG_CLAMP, SSDBoxCoder
+from ssdkit.box_coders.ssd import DEFAULT_LOG_CLAMP, SSDBoxCoder, SSDBoxCoderConfig
 from ssdkit.boxes import cxcywh_to_xyxy
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -37,7 +37,7 @@ def _tv_coder(v):
 @given(boxes_and_priors(), variances)
 def test_decode_inverts_encode(gp, v):
     g, p = gp
-    coder = SSDBoxCoder(variances=v)
+    coder = SSDBoxCoder(SSDBoxCoderConfig(variances=v))
     back = coder.decode(coder.encode(g, p), p)
     side = (g[:, 2:] - g[:, :2]).repeat(1, 2)
     assert bool(((back - g).abs() <= 1e-4 * side + 1e-12).all()), (back - g).abs().max()
@@ -55,7 +55,10 @@ def test_encode_equals_torchvision(gp):
 def test_encode_equals_torchvision_with_any_variances(gp, v):
     g, p = gp
     torch.testing.assert_close(
-        SSDBoxCoder(variances=v).encode(g, p), _tv_coder(v).encode_single(g, cxcywh_to_xyxy(p)), rtol=1e-6, atol=1e-6
+        SSDBoxCoder(SSDBoxCoderConfig(variances=v)).encode(g, p),
+        _tv_coder(v).encode_single(g, cxcywh_to_xyxy(p)),
+        rtol=1e-6,
+        atol=1e-6,
     )
 
 
@@ -68,7 +71,7 @@ def test_decode_equals_torchvision(offsets, p, v):
     n = min(len(offsets), len(p))
     o = torch.tensor(offsets[:n], dtype=p.dtype)
     p = p[:n]
-    ours = SSDBoxCoder(variances=v).decode(o, p)
+    ours = SSDBoxCoder(SSDBoxCoderConfig(variances=v)).decode(o, p)
     theirs = _tv_coder(v).decode_single(o, cxcywh_to_xyxy(p))
     torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
 

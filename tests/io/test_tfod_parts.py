@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from ssdkit.backbones.extras import Conv2dSame
-from ssdkit.box_coders.ssd import SSDBoxCoder
+from ssdkit.box_coders.ssd import SSDBoxCoder, SSDBoxCoderConfig
 from ssdkit.io.tfod import graphdef
 from ssdkit.io.tfod.convert import from_tf_object_detection
-from ssdkit.postprocess.nms import HardNMS
+from ssdkit.postprocess.nms import HardNMS, HardNMSConfig
 from ssdkit.priors.tf import TFSSDAnchors, TFSSDAnchorsConfig
 from ssdkit.resize import resize_bilinear
 
@@ -105,7 +105,7 @@ def test_yxhw_coder_is_tensorflows_faster_rcnn_coder(offsets, size):
     cy, cx = ty / 10 * size[1] + 0.6, tx / 10 * size[0] + 0.4
     h, w = math.exp(th / 5) * size[1], math.exp(tw / 5) * size[0]
     expected = torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]], dtype=torch.float64)
-    coder = SSDBoxCoder(order="yxhw")
+    coder = SSDBoxCoder(SSDBoxCoderConfig(order="yxhw"))
     decoded = coder.decode(torch.tensor([offsets], dtype=torch.float64), prior)
     torch.testing.assert_close(decoded, expected)
     torch.testing.assert_close(coder.encode(decoded, prior), torch.tensor([offsets], dtype=torch.float64))
@@ -131,7 +131,7 @@ def test_tf_anchors_by_hand():
 
 
 def test_tf_anchors_square_in_pixels_on_a_wide_input():
-    priors = TFSSDAnchors(num_layers=1, reduce_boxes_in_lowest_layer=False)([(2, 4)], (300, 600))
+    priors = TFSSDAnchors(TFSSDAnchorsConfig(num_layers=1, reduce_boxes_in_lowest_layer=False))([(2, 4)], (300, 600))
     w, h = priors[0, 2] * 600, priors[0, 3] * 300  # ratio 1: a square of 0.2 * 300 pixels
     assert w.item() == pytest.approx(60) and h.item() == pytest.approx(60)
 
@@ -148,8 +148,8 @@ def test_clip_after_nms_is_tensorflows_order():
     TF OD API suppresses on unclipped boxes and clips after; a box wholly outside is then dropped."""
     boxes = torch.tensor([[[-0.5, 0.0, 0.5, 1.0], [0.0, 0.0, 0.5, 1.0], [1.2, 0.0, 1.5, 0.5]]])
     probs = torch.tensor([[[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]]])
-    before = HardNMS(score_threshold=0.1, iou_threshold=0.6)(boxes, probs)[0]
-    after = HardNMS(score_threshold=0.1, iou_threshold=0.6, clip="after_nms")(boxes, probs)[0]
+    before = HardNMS(HardNMSConfig(score_threshold=0.1, iou_threshold=0.6))(boxes, probs)[0]
+    after = HardNMS(HardNMSConfig(score_threshold=0.1, iou_threshold=0.6, clip="after_nms"))(boxes, probs)[0]
     assert before["scores"].tolist() == pytest.approx([0.9, 0.7])  # the third box: clipped to a line
     assert after["scores"].tolist() == pytest.approx([0.9, 0.8])
     torch.testing.assert_close(after["boxes"], torch.tensor([[0.0, 0.0, 0.5, 1.0], [0.0, 0.0, 0.5, 1.0]]))
@@ -224,19 +224,19 @@ def test_mobilenet_v2_backbone_is_torchvisions_classifier(tmp_path):
     import torchvision
     from safetensors.torch import save_file
 
-    from ssdkit.backbones.mobilenet_v2 import MobileNetV2SSDLite
+    from ssdkit.backbones.mobilenet_v2 import MobileNetV2Config, MobileNetV2SSDLite
 
     torch.manual_seed(0)
     peer = torchvision.models.mobilenet_v2(weights=None).eval()
     path = tmp_path / "mobilenet_v2.safetensors"
     save_file({k: v.contiguous() for k, v in peer.state_dict().items()}, str(path))
-    ours = MobileNetV2SSDLite(weights=str(path)).eval()
+    ours = MobileNetV2SSDLite(MobileNetV2Config(weights=str(path))).eval()
     x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
         c4, c5, *extras = ours(x)
         torch.testing.assert_close(c5, peer.features(x))
         torch.testing.assert_close(c4, peer.features[14].conv[0](peer.features[:14](x)))
-        same = MobileNetV2SSDLite(weights=str(path), padding="tf_same").eval()
+        same = MobileNetV2SSDLite(MobileNetV2Config(weights=str(path), padding="tf_same")).eval()
         same.extras.load_state_dict(ours.extras.state_dict())
         tf_maps = same(x)
     assert [tuple(m.shape[-2:]) for m in tf_maps] == [(6, 8), (3, 4), (2, 2), (1, 1), (1, 1), (1, 1)]
@@ -254,7 +254,7 @@ def test_exported_postprocessing_clips_like_the_model(clip):
 
     xyxy = torch.tensor([[-0.5, 0.0, 0.5, 1.0], [0.0, 0.0, 0.5, 1.0], [1.2, 0.0, 1.5, 0.5]])
     probs = torch.tensor([[[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]]])
-    pp = HardNMS(score_threshold=0.1, iou_threshold=0.6, clip=clip)
+    pp = HardNMS(HardNMSConfig(score_threshold=0.1, iou_threshold=0.6, clip=clip))
     model = SimpleNamespace(
         postprocess=pp, priors=xyxy_to_cxcywh(xyxy), num_classes=2, box_coder=SSDBoxCoder(), scores=lambda p: p
     )

@@ -73,7 +73,7 @@ def test_a_head_without_the_hook_is_named_in_a_warning():
     class BareHead(torch.nn.Module):  # a plugin head: ConvHead's layers, without init_class_bias
         def __init__(self, in_channels, num_anchors, num_classes):
             super().__init__()
-            self.inner = ConvHead(in_channels, num_anchors, num_classes)
+            self.inner = ConvHead(in_channels=in_channels, num_anchors=num_anchors, num_classes=num_classes)
 
         def forward(self, features):
             return self.inner(features)

@@ -20,8 +20,17 @@ from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_los
 import ssdkit
 from ssdkit.box_coders.ssd import SSDBoxCoder
 from ssdkit.boxes import cxcywh_to_xyxy
-from ssdkit.losses import FocalLoss, MultiboxLoss, hard_negatives, match_targets, num_hard_negatives, pad_targets
-from ssdkit.matchers.ssd import SSDMatcher
+from ssdkit.losses import (
+    FocalLoss,
+    FocalLossConfig,
+    MultiboxLoss,
+    MultiboxLossConfig,
+    hard_negatives,
+    match_targets,
+    num_hard_negatives,
+    pad_targets,
+)
+from ssdkit.matchers.ssd import SSDMatcher, SSDMatcherConfig
 from ssdkit.registry import LOSSES
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -64,7 +73,9 @@ def head_outputs(gen: torch.Generator, b: int, num_classes: int, p: int = len(PR
 
 
 def multibox(**kw) -> MultiboxLoss:
-    return MultiboxLoss(**kw, box_coder=SSDBoxCoder(), matcher=SSDMatcher(0.5))
+    return MultiboxLoss(
+        MultiboxLossConfig(**kw), box_coder=SSDBoxCoder(), matcher=SSDMatcher(SSDMatcherConfig(iou_threshold=0.5))
+    )
 
 
 def torchvision_loss(loc, logits, targets, priors=PRIORS, neg_to_pos_ratio=3):
@@ -128,7 +139,7 @@ def test_multibox_weights_and_beta_scale_the_localisation_term():
     torch.testing.assert_close(weighted["loc"], 2.5 * base["loc"])
     torch.testing.assert_close(weighted["cls"], base["cls"])
     # beta = 0 is plain L1 of the offsets over the positives, divided by their number
-    matched = match_targets(targets, PRIORS, SSDMatcher(0.5), SSDBoxCoder())
+    matched = match_targets(targets, PRIORS, SSDMatcher(SSDMatcherConfig(iou_threshold=0.5)), SSDBoxCoder())
     pos = matched.positive
     l1 = (loc[pos] - matched.offsets[pos]).abs().sum() / pos.sum()
     torch.testing.assert_close(multibox(smooth_l1_beta=0.0)(loc, logits, targets, PRIORS)["loc"], l1)
@@ -169,7 +180,11 @@ def test_batch_without_any_ground_truth_is_finite_and_mines_the_hardest_negative
     torch.testing.assert_close(out["cls"], expected)
     for name in ("sigmoid", "softmax"):
         for loc_loss in ("smooth_l1", "giou"):
-            f = FocalLoss(mode=name, loc_loss=loc_loss, box_coder=SSDBoxCoder(), matcher=SSDMatcher(0.5))
+            f = FocalLoss(
+                FocalLossConfig(mode=name, loc_loss=loc_loss),
+                box_coder=SSDBoxCoder(),
+                matcher=SSDMatcher(SSDMatcherConfig(iou_threshold=0.5)),
+            )
             res = f(loc, logits, targets, PRIORS)
             assert all(bool(torch.isfinite(v)) for v in res.values()) and res["loc"].item() == 0.0
 
@@ -251,7 +266,11 @@ LOSS_VARIANTS = [
 @given(unambiguous_batches(), st.sampled_from(LOSS_VARIANTS))
 def test_loss_does_not_depend_on_the_order_of_ground_truth(batch, variant):
     targets, permuted, seed = batch
-    loss = LOSSES.build(LOSSES.validate_config(variant), box_coder=SSDBoxCoder(), matcher=SSDMatcher(0.5))
+    loss = LOSSES.build(
+        LOSSES.validate_config(variant),
+        box_coder=SSDBoxCoder(),
+        matcher=SSDMatcher(SSDMatcherConfig(iou_threshold=0.5)),
+    )
     loc, logits = head_outputs(torch.Generator().manual_seed(seed), len(targets), 4)
     a, b = loss(loc, logits, targets, PRIORS), loss(loc, logits, permuted, PRIORS)
     for key in ("loc", "cls", "loss"):
@@ -262,7 +281,9 @@ def test_loss_does_not_depend_on_the_order_of_ground_truth(batch, variant):
 
 
 def focal(**kw) -> FocalLoss:
-    return FocalLoss(**kw, box_coder=SSDBoxCoder(), matcher=SSDMatcher(0.5))
+    return FocalLoss(
+        FocalLossConfig(**kw), box_coder=SSDBoxCoder(), matcher=SSDMatcher(SSDMatcherConfig(iou_threshold=0.5))
+    )
 
 
 def reference_matching(targets, priors=PRIORS):
@@ -346,7 +367,7 @@ def test_gradients_reach_positive_offsets_only_and_every_logit_they_should(make)
     loc, logits = head_outputs(gen, 2, 4)
     loss = make()
     g_loc, g_logits = grads(loss(loc, logits, targets, PRIORS)["loss"], loc, logits)
-    pos = match_targets(targets, PRIORS, SSDMatcher(0.5), SSDBoxCoder()).positive
+    pos = match_targets(targets, PRIORS, SSDMatcher(SSDMatcherConfig(iou_threshold=0.5)), SSDBoxCoder()).positive
     assert torch.isfinite(g_loc).all() and torch.isfinite(g_logits).all()
     assert bool((g_loc[pos] != 0).any(dim=-1).all())  # every positive is pulled towards its box
     assert not bool(g_loc[~pos].any())
@@ -378,7 +399,11 @@ def test_half_precision_outputs_are_computed_in_float32(dtype, variant):
     targets = random_targets(gen, [2, 0], 4)
     loc, logits = head_outputs(gen, 2, 4)
     loc_h, logits_h = loc.detach().to(dtype), (logits.detach() * 30).to(dtype)  # fp16 softmax would overflow
-    loss = LOSSES.build(LOSSES.validate_config(variant), box_coder=SSDBoxCoder(), matcher=SSDMatcher(0.5))
+    loss = LOSSES.build(
+        LOSSES.validate_config(variant),
+        box_coder=SSDBoxCoder(),
+        matcher=SSDMatcher(SSDMatcherConfig(iou_threshold=0.5)),
+    )
     half = loss(loc_h, logits_h, targets, PRIORS.to(dtype))
     full = loss(loc_h.float(), logits_h.float(), targets, PRIORS)
     for key in ("loc", "cls", "loss"):
@@ -477,7 +502,7 @@ def test_model_built_from_a_preset_has_the_multibox_loss_by_default():
 
 def test_configs_validate_and_build_from_plain_data():
     cfg = LOSSES.validate_config({"type": "focal", "mode": "softmax", "loc_loss": "giou", "gamma": 1.0})
-    loss = LOSSES.build(cfg, box_coder=SSDBoxCoder(), matcher=SSDMatcher(0.5))
+    loss = LOSSES.build(cfg, box_coder=SSDBoxCoder(), matcher=SSDMatcher(SSDMatcherConfig(iou_threshold=0.5)))
     assert isinstance(loss, FocalLoss) and loss.mode == "softmax" and loss.loc_loss == "giou"
     for bad in (
         {"type": "focal", "mode": "tanh"},

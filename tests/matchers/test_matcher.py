@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torchvision.models.detection._utils import SSDMatcher as TVSSDMatcher
 from torchvision.ops import box_iou
 
-from ssdkit.matchers.ssd import SSDMatcher
+from ssdkit.matchers.ssd import SSDMatcher, SSDMatcherConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -65,7 +65,7 @@ def _torchvision_matches(gt, mask, priors, threshold):
 @given(cases())
 def test_agrees_with_torchvision_per_image(case):
     (gt, mask, priors), threshold = case
-    matches, iou = SSDMatcher(threshold)(gt, mask, priors)
+    matches, iou = SSDMatcher(SSDMatcherConfig(iou_threshold=threshold))(gt, mask, priors)
     assert matches.shape == iou.shape == (gt.shape[0], len(priors))
     assert matches.dtype == torch.int64
     assert torch.equal(matches, _torchvision_matches(gt, mask, priors, threshold))
@@ -86,7 +86,7 @@ def test_per_image_path_equals_batched_path(case, padding):
     assume(gt.shape[1] > 0)  # no slots at all: __call__ answers before either path
     if padding == "nan":
         gt = torch.where(mask[..., None], gt, torch.tensor(float("nan")))
-    matcher = SSDMatcher(threshold)
+    matcher = SSDMatcher(SSDMatcherConfig(iou_threshold=threshold))
     fast, slow = matcher.per_image(gt, mask, priors), matcher.batched(gt, mask, priors)
     assert torch.equal(fast[0], slow[0])
     assert torch.equal(fast[1], slow[1])
@@ -96,7 +96,7 @@ def test_large_batches_on_cpu_take_the_per_image_path(monkeypatch):
     from ssdkit.matchers import ssd
 
     calls = []
-    matcher = SSDMatcher(0.5)
+    matcher = SSDMatcher(SSDMatcherConfig(iou_threshold=0.5))
     monkeypatch.setattr(matcher, "per_image", lambda *a: calls.append("per_image") or SSDMatcher.per_image(matcher, *a))
     monkeypatch.setattr(matcher, "batched", lambda *a: calls.append("batched") or SSDMatcher.batched(matcher, *a))
     gt = torch.tensor([[[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.8]]])
@@ -112,7 +112,7 @@ def test_large_batches_on_cpu_take_the_per_image_path(monkeypatch):
 @given(cases())
 def test_matching_invariants(case):
     (gt, mask, priors), threshold = case
-    matches, _ = SSDMatcher(threshold)(gt, mask, priors)
+    matches, _ = SSDMatcher(SSDMatcherConfig(iou_threshold=threshold))(gt, mask, priors)
     for i in range(gt.shape[0]):
         m = matches[i]
         valid = mask[i].nonzero().squeeze(1).tolist()
@@ -152,7 +152,9 @@ def test_distinct_boxes_each_get_their_own_prior(data, threshold):
     priors = torch.unique(priors, dim=0)
     pick = data.draw(st.lists(st.integers(0, len(priors) - 1), min_size=1, max_size=len(priors), unique=True))
     gt = priors[pick][None]
-    matches, iou = SSDMatcher(threshold)(gt, torch.ones(1, len(pick), dtype=torch.bool), priors)
+    matches, iou = SSDMatcher(SSDMatcherConfig(iou_threshold=threshold))(
+        gt, torch.ones(1, len(pick), dtype=torch.bool), priors
+    )
     for g, p in enumerate(pick):
         assert int(matches[0, p]) == g
         assert iou[0, p] == 1.0
@@ -161,7 +163,7 @@ def test_distinct_boxes_each_get_their_own_prior(data, threshold):
 @given(padded_batches(), thresholds)
 def test_padded_contents_do_not_matter(batch, threshold):
     gt, mask, priors = batch
-    matcher = SSDMatcher(threshold)
+    matcher = SSDMatcher(SSDMatcherConfig(iou_threshold=threshold))
     ref = matcher(gt, mask, priors)
     junk = torch.where(mask[..., None], gt, torch.tensor([0.0, 0.0, 1.0, 1.0]))  # the whole image
     nan = torch.where(mask[..., None], gt, torch.tensor(float("nan")))
@@ -174,7 +176,7 @@ def test_padded_contents_do_not_matter(batch, threshold):
 @given(padded_batches(), thresholds)
 def test_no_ground_truth_means_no_positives(batch, threshold):
     gt, mask, priors = batch
-    matcher = SSDMatcher(threshold)
+    matcher = SSDMatcher(SSDMatcherConfig(iou_threshold=threshold))
     for g in (gt, gt[:, :0]):  # every slot padded, or no slots at all
         matches, iou = matcher(g, torch.zeros(g.shape[:2], dtype=torch.bool), priors)
         assert matches.shape == iou.shape == (gt.shape[0], len(priors))
@@ -186,7 +188,7 @@ def test_images_are_independent():
     priors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [0.0, 0.5, 0.5, 1.0]])
     gt = torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]], [[0.5, 0.5, 1.0, 0.9], [0.0, 0.5, 0.5, 1.0]]])
     mask = torch.tensor([[True, False], [True, True]])
-    matches, _ = SSDMatcher(0.5)(gt, mask, priors)
+    matches, _ = SSDMatcher(SSDMatcherConfig(iou_threshold=0.5))(gt, mask, priors)
     assert matches.tolist() == [[0, -1, -1], [-1, 0, 1]]
 
 

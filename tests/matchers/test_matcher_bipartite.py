@@ -12,7 +12,7 @@ from torchvision.ops import box_iou
 
 from ssdkit.build import build_model
 from ssdkit.config import RunConfig, config_path
-from ssdkit.matchers import BipartiteMatcher, SSDMatcher
+from ssdkit.matchers import BipartiteMatcher, BipartiteMatcherConfig, SSDMatcher, SSDMatcherConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -45,7 +45,7 @@ def _reference(gt, mask, priors, threshold):
 @given(cases())
 def test_agrees_with_the_plain_greedy_rule(case):
     (gt, mask, priors), threshold = case
-    matches, iou = BipartiteMatcher(threshold)(gt, mask, priors)
+    matches, iou = BipartiteMatcher(BipartiteMatcherConfig(iou_threshold=threshold))(gt, mask, priors)
     assert matches.shape == iou.shape == (gt.shape[0], len(priors)) and matches.dtype == torch.int64
     assert torch.equal(matches, _reference(gt, mask, priors, threshold))
 
@@ -53,7 +53,7 @@ def test_agrees_with_the_plain_greedy_rule(case):
 @given(padded_batches(max_g=8, max_p=24), thresholds)
 def test_every_box_keeps_a_prior_while_priors_last(batch, threshold):
     gt, mask, priors = batch
-    matches, _ = BipartiteMatcher(threshold)(gt, mask, priors)
+    matches, _ = BipartiteMatcher(BipartiteMatcherConfig(iou_threshold=threshold))(gt, mask, priors)
     for i in range(gt.shape[0]):
         valid = mask[i].nonzero().squeeze(1).tolist()
         got = set(matches[i][matches[i] >= 0].tolist())
@@ -70,9 +70,11 @@ def test_the_ssd_matcher_loses_boxes_this_one_keeps(data, threshold):
     priors = data.draw(boxes(min_n=4, max_n=16, grid=8, dtype=F32))
     gt = priors[:1].repeat(3, 1)[None] * torch.tensor([1.0, 1.0, 0.99, 0.98])
     mask = torch.ones(1, 3, dtype=torch.bool)
-    kept = set(BipartiteMatcher(threshold)(gt, mask, priors)[0][0].tolist()) - {-1}
+    kept = set(BipartiteMatcher(BipartiteMatcherConfig(iou_threshold=threshold))(gt, mask, priors)[0][0].tolist()) - {
+        -1
+    }
     assert kept == {0, 1, 2}
-    lost = set(SSDMatcher(threshold)(gt, mask, priors)[0][0].tolist()) - {-1}
+    lost = set(SSDMatcher(SSDMatcherConfig(iou_threshold=threshold))(gt, mask, priors)[0][0].tolist()) - {-1}
     assert 2 in lost
 
 
@@ -88,20 +90,22 @@ def test_two_boxes_with_one_best_prior_by_hand():
     torch.testing.assert_close(iou, torch.tensor([[0.98, 0.0, 0.48], [0.5 / 0.6, 0.1, 0.25 / 0.6]]))
     # torchvision's rule: the later box takes prior 0; box 0's forced prior is gone, and at
     # threshold 0.6 no other prior reaches it (0.48 with prior 2): box 0 has no positive at all.
-    assert SSDMatcher(0.6)(gt, mask, priors)[0].tolist() == [[1, -1, -1]]
+    assert SSDMatcher(SSDMatcherConfig(iou_threshold=0.6))(gt, mask, priors)[0].tolist() == [[1, -1, -1]]
     # Bipartite: the largest IoU (0.98: box 0, prior 0) first; box 1 then takes its best free prior,
     # prior 2 (0.417 > 0.1). Prior 1 stays background (0.1 < 0.6).
-    matches, matched_iou = BipartiteMatcher(0.6)(gt, mask, priors)
+    matches, matched_iou = BipartiteMatcher(BipartiteMatcherConfig(iou_threshold=0.6))(gt, mask, priors)
     assert matches.tolist() == [[0, -1, 1]]
     torch.testing.assert_close(matched_iou, torch.tensor([[0.98, 0.1, 0.25 / 0.6]]))
     # At threshold 0.05 prior 1 reaches box 1 by IoU as well.
-    assert BipartiteMatcher(0.05)(gt, mask, priors)[0].tolist() == [[0, 1, 1]]
+    assert BipartiteMatcher(BipartiteMatcherConfig(iou_threshold=0.05))(gt, mask, priors)[0].tolist() == [[0, 1, 1]]
 
 
 def test_no_ground_truth_and_padding():
     priors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
-    for gt, mask in ((torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool)),
-                     (torch.rand(2, 3, 4).sort(-1).values, torch.zeros(2, 3, dtype=torch.bool))):
+    for gt, mask in (
+        (torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool)),
+        (torch.rand(2, 3, 4).sort(-1).values, torch.zeros(2, 3, dtype=torch.bool)),
+    ):
         matches, iou = BipartiteMatcher()(gt, mask, priors)
         assert (matches == -1).all() and (iou == 0).all() and matches.shape == (2, 2)
     # One image with a box, one padded only: the padded image stays background.

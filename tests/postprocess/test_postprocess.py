@@ -17,7 +17,7 @@ from torchvision.ops import box_iou, nms
 import ssdkit
 from ssdkit.box_coders.ssd import SSDBoxCoder
 from ssdkit.boxes import cxcywh_to_xyxy
-from ssdkit.postprocess import HardNMS, SoftNMS, SoftNMSConfig, overlaps
+from ssdkit.postprocess import HardNMS, HardNMSConfig, SoftNMS, SoftNMSConfig, overlaps
 from ssdkit.postprocess import nms as nms_module
 from ssdkit.registry import POSTPROCESS, PRIORS
 
@@ -123,7 +123,7 @@ def test_hard_matches_torchvision_ssd(tv_model, anchors, priors, setting, kind, 
     make = trained_like if kind == "trained" else random_outputs
     loc, logits = make(priors, batch=3, seed=len(kind) + int(setting[1]))
     score, top_k, iou, cap = setting
-    pp = HardNMS(score_threshold=score, top_k=top_k, iou_threshold=iou, max_detections=cap)
+    pp = HardNMS(HardNMSConfig(score_threshold=score, top_k=top_k, iou_threshold=iou, max_detections=cap))
     run = ours_from_probs if path == "probs" else ours_from_logits
     ours = run(pp, loc, logits, priors)
     with torch.no_grad():
@@ -136,7 +136,10 @@ def test_hard_matches_torchvision_ssd(tv_model, anchors, priors, setting, kind, 
         return  # random boxes seldom overlap among the best few
     # NMS decided something: without it the detections differ.
     unsuppressed = run(
-        HardNMS(score_threshold=score, top_k=top_k, iou_threshold=1.0, max_detections=cap), loc, logits, priors
+        HardNMS(HardNMSConfig(score_threshold=score, top_k=top_k, iou_threshold=1.0, max_detections=cap)),
+        loc,
+        logits,
+        priors,
     )
     assert any(
         len(a["scores"]) != len(b["scores"]) or not torch.equal(a["scores"], b["scores"])
@@ -199,13 +202,16 @@ def test_hard_suppress_matches_torchvision_nms(seed, grid, paths, monkeypatch):
         monkeypatch.setattr(nms_module, "greedy_by_matrix", _must_not_run)
     boxes, scores, groups = sorted_input(*clustered_boxes(300, 7, seed, grid))
     iou = 0.3 + 0.1 * seed
-    kept, kept_scores = HardNMS(iou_threshold=iou).suppress(boxes, scores, groups)
+    kept, kept_scores = HardNMS(HardNMSConfig(iou_threshold=iou)).suppress(boxes, scores, groups)
     expected = per_group_torchvision_nms(boxes, scores, groups, iou)
     assert kept.tolist() == expected.tolist()
     assert torch.equal(kept_scores, scores[expected])
     if paths == "default":  # float64 in, float64 arithmetic, as torchvision's kernel does
         wide = boxes.double(), scores.double(), groups
-        assert HardNMS(iou_threshold=iou).suppress(*wide)[0].tolist() == per_group_torchvision_nms(*wide, iou).tolist()
+        assert (
+            HardNMS(HardNMSConfig(iou_threshold=iou)).suppress(*wide)[0].tolist()
+            == per_group_torchvision_nms(*wide, iou).tolist()
+        )
 
 
 def _must_not_run(*args):
@@ -217,7 +223,7 @@ def test_chain_of_overlaps():
     could suppress c); a one-shot "suppressed by any higher box" rule would drop c."""
     boxes = torch.tensor([[0.0, 0, 2, 1], [1.2, 0, 3.2, 1], [2.4, 0, 4.4, 1]])
     scores = torch.tensor([0.9, 0.8, 0.7])
-    kept, _ = HardNMS(iou_threshold=0.2).suppress(boxes, scores, torch.zeros(3, dtype=torch.long))
+    kept, _ = HardNMS(HardNMSConfig(iou_threshold=0.2)).suppress(boxes, scores, torch.zeros(3, dtype=torch.long))
     assert kept.tolist() == nms(boxes, scores, 0.2).tolist() == [0, 2]
 
 
@@ -226,8 +232,8 @@ def test_causal_shortcut_changes_nothing(priors):
     gives exactly what suppressing all of them gives."""
     loc, logits = trained_like(priors, batch=4, seed=3, objects=12)
     for cap in (5, 60, 200):
-        fast = HardNMS(max_detections=cap)
-        full = HardNMS(max_detections=cap)
+        fast = HardNMS(HardNMSConfig(max_detections=cap))
+        full = HardNMS(HardNMSConfig(max_detections=cap))
         full.causal = False
         pairs = zip(
             ours_from_logits(fast, loc, logits, priors), ours_from_logits(full, loc, logits, priors), strict=True
@@ -260,8 +266,9 @@ def test_no_detections_gives_typed_empty_tensors(pp, priors):
 @pytest.mark.parametrize("cls", [HardNMS, SoftNMS])
 def test_max_detections_cap(cls, priors):
     loc, logits = trained_like(priors, batch=2, seed=5)
-    uncapped = ours_from_logits(cls(max_detections=100_000), loc, logits, priors)
-    capped = ours_from_logits(cls(max_detections=7), loc, logits, priors)
+    config = POSTPROCESS.config_class(POSTPROCESS.name_of(cls))
+    uncapped = ours_from_logits(cls(config(max_detections=100_000)), loc, logits, priors)
+    capped = ours_from_logits(cls(config(max_detections=7)), loc, logits, priors)
     for a, b in zip(capped, uncapped, strict=True):
         assert len(b["scores"]) > 7 and len(a["scores"]) == 7
         for key in ("boxes", "scores", "labels"):  # the best 7 of the uncapped result
@@ -336,9 +343,9 @@ def reference_soft_nms(boxes, scores, groups, *, threshold, sigma, method, iou_t
 def test_soft_nms_matches_reference(seed, method):
     boxes, scores, groups = sorted_input(*clustered_boxes(250, 5, seed))
     sigma, thr = 0.3 + 0.2 * seed, 0.05
-    kept, kept_scores = SoftNMS(score_threshold=thr, sigma=sigma, method=method, max_detections=1000).suppress(
-        boxes, scores, groups
-    )
+    kept, kept_scores = SoftNMS(
+        SoftNMSConfig(score_threshold=thr, sigma=sigma, method=method, max_detections=1000)
+    ).suppress(boxes, scores, groups)
     ref, ref_scores = reference_soft_nms(
         boxes, scores, groups, threshold=thr, sigma=sigma, method=method, iou_threshold=0.45, max_per_group=1000
     )
@@ -353,7 +360,7 @@ def test_soft_nms_matches_reference(seed, method):
 def test_soft_nms_end_to_end_matches_reference(priors):
     """Through candidate selection and the per-image cap too."""
     loc, logits = trained_like(priors, batch=2, seed=11)
-    pp = SoftNMS(score_threshold=0.02, max_detections=50)
+    pp = SoftNMS(SoftNMSConfig(score_threshold=0.02, max_detections=50))
     boxes, probs = SSDBoxCoder().decode(loc, priors), torch.softmax(logits, dim=-1)
     for b, det in enumerate(pp(boxes, probs)):
         prior, cls = (probs[b, :, 1:] > 0.02).nonzero(as_tuple=True)
@@ -390,8 +397,8 @@ def separated_clusters(seed: int):
 @pytest.mark.parametrize("seed", range(3))
 def test_soft_nms_with_tiny_sigma_is_hard_nms(seed):
     boxes, scores, groups = sorted_input(*separated_clusters(seed))
-    soft = SoftNMS(score_threshold=0.01, sigma=1e-9).suppress(boxes, scores, groups)
-    hard = HardNMS(iou_threshold=0.1).suppress(boxes, scores, groups)
+    soft = SoftNMS(SoftNMSConfig(score_threshold=0.01, sigma=1e-9)).suppress(boxes, scores, groups)
+    hard = HardNMS(HardNMSConfig(iou_threshold=0.1)).suppress(boxes, scores, groups)
     assert soft[0].tolist() == hard[0].tolist()
     assert torch.equal(soft[1], hard[1])  # kept boxes overlap nothing kept: scores unchanged
     assert len(hard[0]) < len(scores)
@@ -406,7 +413,7 @@ def test_soft_nms_without_overlaps_keeps_scores(method):
     scores = torch.rand(40, generator=g) * 0.9 + 0.05
     groups = torch.randint(0, 3, (40,), generator=g)
     b, s, gr = sorted_input(boxes, scores, groups)
-    kept, kept_scores = SoftNMS(method=method, max_detections=1000).suppress(b, s, gr)
+    kept, kept_scores = SoftNMS(SoftNMSConfig(method=method, max_detections=1000)).suppress(b, s, gr)
     assert sorted(kept.tolist()) == list(range(40))
     assert torch.equal(kept_scores, s[kept])
     assert torch.equal(kept_scores, torch.sort(scores, descending=True).values)

@@ -169,11 +169,11 @@ def _anchors(graph: Graph) -> dict[str, Any]:
         "interpolated_scale_aspect_ratio": interpolated,
         "reduce_boxes_in_lowest_layer": reduce,
     }
-    from ssdkit.priors.tf import TFSSDAnchors
+    from ssdkit.priors.tf import TFSSDAnchors, TFSSDAnchorsConfig
 
-    if not _same_specs(TFSSDAnchors(**cfg).box_specs(), layers):
+    if not _same_specs(TFSSDAnchors(TFSSDAnchorsConfig(**cfg)).box_specs(), layers):
         cfg["scales"] = scales  # not on min_scale .. max_scale's line
-        if not _same_specs(TFSSDAnchors(**cfg).box_specs(), layers):
+        if not _same_specs(TFSSDAnchors(TFSSDAnchorsConfig(**cfg)).box_specs(), layers):
             raise ValueError(f"{graph.source}: anchor box specs {layers} fit no ssd_anchor_generator setting")
     return cfg
 
