@@ -25,13 +25,13 @@ class PresetRegistry(Registry):
     `KeyError`) for a name no preset has, as every component registry does."""
 
     def __init__(self) -> None:
-        super().__init__("preset", context="() -> the preset's SSDConfig fields as a mapping")
+        super().__init__("preset", build_args=())  # a preset function takes no argument
 
     def register(self, name: str, *, config: type[BaseModel] = SSDConfig) -> Callable[[PresetFn], PresetFn]:
         def deco(fn: PresetFn) -> PresetFn:
             if name in self._entries:
                 raise ValueError(f"preset '{name}' is already defined")
-            self._entries[name] = Entry(name, fn, config, f"{fn.__module__}.{fn.__qualname__}")
+            self._entries[name] = Entry(name, fn, config, f"{fn.__module__}.{fn.__qualname__}", takes_config=False)
             return fn
 
         return deco
