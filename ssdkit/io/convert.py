@@ -6,8 +6,9 @@
   -> the ``ssd300_vgg16`` (``ssd512_vgg16``) preset.
 - `vgg16_to_backbone`: VGG16 base-network weights -> the ``vgg16`` backbone's keys.
 - `load_pth`: read a torch pickle file without ever running code from it.
-- `from_tf_object_detection`: a TensorFlow Object Detection API frozen graph -> a whole ssdkit
-  model, its config inferred from the graph (`ssdkit.io.tfod.convert`; no TensorFlow needed).
+
+A TensorFlow Object Detection API frozen graph converts to a whole model, not a state dict:
+that is `ssdkit.io.tfod.from_tf_object_detection` (it builds a model, so it lives a layer up).
 
 Converters only rename (and, for VGG16 classifiers, subsample) tensors; they never
 copy values they do not move. Every layout check raises ValueError listing the keys.
@@ -34,7 +35,6 @@ __all__ = [
     "num_classes_of",
     "detect_layout",
     "strip_prefix",
-    "from_tf_object_detection",
 ]
 
 StateDict = dict[str, Tensor]
@@ -199,14 +199,6 @@ def num_classes_of(state: StateDict) -> int:
 def _levels(state: StateDict, pattern: str) -> int:
     idx = {int(m.group(1)) for k in state if (m := re.fullmatch(pattern, k))}
     return max(idx) + 1 if idx else 0
-
-
-def from_tf_object_detection(path: str | Path, *, class_names: list[str] | None = None) -> Any:
-    """A TF OD API frozen graph (``frozen_inference_graph.pb``) -> `ssdkit.io.tfod.convert.TFImport`:
-    ``.model`` (an `SSD`, eval mode), ``.config``, ``.report()``. See `ssdkit.io.tfod.convert`."""
-    from ssdkit.io.tfod.convert import from_tf_object_detection as convert
-
-    return convert(path, class_names=class_names)
 
 
 # ---------------------------------------------------------------- torchvision
