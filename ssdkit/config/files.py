@@ -11,14 +11,7 @@ import yaml
 
 from ssdkit.config.parsing import count_values, load_json, load_yaml
 
-__all__ = [
-    "read_config_file",
-    "write_config_file",
-    "config_path",
-    "example_configs",
-    "MAX_CONFIG_BYTES",
-    "MAX_CONFIG_VALUES",
-]
+__all__ = ["read_config_file", "write_config_file", "config_path", "example_configs", "MAX_CONFIG_BYTES", "MAX_CONFIG_VALUES"]
 
 # Bounds on what reading a hostile config file can cost; a real one (even with MAX_CLASSES class
 # names) stays far below them.

@@ -27,7 +27,6 @@ from ssdkit.devices import check_device_name
 
 __all__ = ["TrainConfig", "EvalConfig", "InitConfig", "RunConfig"]
 
-
 class TrainConfig(BaseModel):
     """Optimisation and bookkeeping of a run. Give the length as `epochs` or `max_steps` (one of them)."""
 

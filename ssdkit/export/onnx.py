@@ -24,7 +24,6 @@ from ssdkit.export.metadata import export_metadata
 
 __all__ = ["to_onnx", "require_export_extra", "MissingExtraError"]
 
-
 def _nms_to_onnx(boxes: Any, scores: Any, iou_threshold: float) -> Any:
     """`ssdkit::greedy_nms` as ONNX: NonMaxSuppression with one NMS batch per (image, class) group
     and a single class; its selected (group, 0, box) triples are scattered into a keep mask."""

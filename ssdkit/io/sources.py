@@ -14,17 +14,7 @@ from typing import Any, Optional
 from ssdkit.config.files import read_config_file
 from ssdkit.config.model import SSDConfig
 
-__all__ = [
-    "Source",
-    "resolve",
-    "build",
-    "load",
-    "create_model",
-    "init_from",
-    "run_checkpoint",
-    "model_config_file",
-    "file_kind",
-]
+__all__ = ["Source", "resolve", "build", "load", "create_model", "init_from", "run_checkpoint", "model_config_file", "file_kind"]
 
 CHECKPOINTS = ("best.pt", "last.pt")  # a run folder's checkpoints, preferred first
 _CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -134,9 +124,7 @@ def resolve(value: str | Path, weights: Optional[str | Path] = None, which: str 
         data = read_config_file(path)
         run = data if isinstance(data.get("model"), dict) else None
         # a run folder's config.yaml: its checkpoint comes with it
-        beside = (
-            [path.parent / n for n in CHECKPOINTS if (path.parent / n).is_file()] if path.name == "config.yaml" else []
-        )
+        beside = [path.parent / n for n in CHECKPOINTS if (path.parent / n).is_file()] if path.name == "config.yaml" else []
         src = Source(model, run, beside[0] if beside and weights is None else None)
     elif path.is_file():
         src = _from_weights(path)

@@ -299,11 +299,7 @@ def test_kill_9_mid_run_leaves_a_whole_checkpoint_that_resumes(tmp_path):
     step = int(load_checkpoint(out / "last.pt")["step"])
     assert 1 <= step < 400 and finite(out / "last.pt")
     resumed = subprocess.run(
-        [*command, "--resume", "--set", f"train.max_steps={step + 2}"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
+        [*command, "--resume", "--set", f"train.max_steps={step + 2}"], capture_output=True, text=True, timeout=180, env=env
     )
     assert resumed.returncode == 0, resumed.stderr
     assert int(load_checkpoint(out / "last.pt")["step"]) == step + 2

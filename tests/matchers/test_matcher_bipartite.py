@@ -100,10 +100,8 @@ def test_two_boxes_with_one_best_prior_by_hand():
 
 def test_no_ground_truth_and_padding():
     priors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
-    for gt, mask in (
-        (torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool)),
-        (torch.rand(2, 3, 4).sort(-1).values, torch.zeros(2, 3, dtype=torch.bool)),
-    ):
+    for gt, mask in ((torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool)),
+                     (torch.rand(2, 3, 4).sort(-1).values, torch.zeros(2, 3, dtype=torch.bool))):
         matches, iou = BipartiteMatcher()(gt, mask, priors)
         assert (matches == -1).all() and (iou == 0).all() and matches.shape == (2, 2)
     # One image with a box, one padded only: the padded image stays background.

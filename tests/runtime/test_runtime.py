@@ -78,11 +78,7 @@ def assert_same(got: dict, want: dict) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    h=st.integers(1, 40),
-    w=st.integers(1, 40),
-    out_h=st.integers(1, 40),
-    out_w=st.integers(1, 40),
-    seed=st.integers(0, 9),
+    h=st.integers(1, 40), w=st.integers(1, 40), out_h=st.integers(1, 40), out_w=st.integers(1, 40), seed=st.integers(0, 9)
 )
 def test_numpy_resize_equals_torch_bilinear(h, w, out_h, out_w, seed):
     x = np.random.default_rng(seed).normal(size=(3, h, w)).astype(np.float32) * 3
