@@ -13,19 +13,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from ssdkit.cli.arguments import add_data_root, add_device, add_overrides, add_source
+
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "config",
-        metavar="SOURCE",
+    add_source(
+        parser,
         help="run folder, checkpoint, run config (YAML or JSON, or a shipped example's name), model config or preset",
-    )
-    parser.add_argument(
-        "--weights",
-        default=None,
-        help="weights: a training checkpoint (best.pt) or weights file; default: SOURCE's own",
+        weights_help="weights: a training checkpoint (best.pt) or weights file; default: SOURCE's own",
     )
     parser.add_argument(
         "--data",
@@ -33,29 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a data config (YAML/JSON, the `data:` section of a run config) to evaluate on instead; its val set is used",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        help="override a config value, e.g. --set data.val_batch_size=64 (repeatable)",
-    )
+    add_overrides(parser, example="--set data.val_batch_size=64")
     parser.add_argument(
         "--protocol", choices=["voc", "coco", "both"], default=None, help="default: the config's eval.protocol"
     )
     parser.add_argument(
         "--07", dest="use_07_metric", action="store_true", default=None, help="VOC2007 11-point AP (VOC protocol)"
     )
-    parser.add_argument(
-        "--data-root",
-        default=None,
-        metavar="DIR",
-        help="the data folder of a recipe: the value of its ${VOC_ROOT} / ${COCO_ROOT} (else the environment's)",
-    )
+    add_data_root(parser)
     parser.add_argument("--iou", type=float, default=0.5, help="VOC: IoU a detection must exceed (default 0.5)")
     parser.add_argument("--out", default=None, metavar="DIR", help="folder for eval.json and pr_curves/")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when there is one), 'cpu', 'cuda:0', ...")
+    add_device(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -24,6 +24,7 @@ from ssdkit.export.metadata import export_metadata
 
 __all__ = ["to_onnx", "require_export_extra", "MissingExtraError"]
 
+
 def _nms_to_onnx(boxes: Any, scores: Any, iou_threshold: float) -> Any:
     """`ssdkit::greedy_nms` as ONNX: NonMaxSuppression with one NMS batch per (image, class) group
     and a single class; its selected (group, 0, box) triples are scattered into a keep mask."""
@@ -89,7 +90,7 @@ def to_onnx(model: nn.Module, path: str | Path, *, with_postprocess: bool = Fals
     require_export_extra()
     import onnx
 
-    from ssdkit.io.weights import _atomic_write
+    from ssdkit.io.paths import atomic_write
 
     check_opset(opset)
 
@@ -123,5 +124,5 @@ def to_onnx(model: nn.Module, path: str | Path, *, with_postprocess: bool = Fals
     onnx.helper.set_model_props(proto, export_metadata(model, with_postprocess))
     data = proto.SerializeToString()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
     return path

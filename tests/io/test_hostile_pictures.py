@@ -17,7 +17,7 @@ from PIL import Image
 
 import ssdkit
 import ssdkit.io.pictures
-import ssdkit.predict
+import ssdkit.preprocess
 from ssdkit.data import BadItemError, read_image
 
 
@@ -186,13 +186,13 @@ def test_batch_sizes_give_the_same_results(model):
 def test_large_pictures_never_exist_in_float64(model, monkeypatch):
     """Pixels become float a slice of rows at a time; the results are those of the whole picture at once."""
     seen = []
-    real = ssdkit.predict.as_255
+    real = ssdkit.preprocess.as_255
 
     def spy(pixels, wide=torch.float64):
         seen.append(pixels.numel())
         return real(pixels, wide)
 
-    monkeypatch.setattr(ssdkit.predict, "as_255", spy)
+    monkeypatch.setattr(ssdkit.preprocess, "as_255", spy)
     monkeypatch.setattr(ssdkit.io.pictures, "_CHUNK_PIXELS", 1000)
     picture = torch.rand(3, 300, 200, dtype=torch.float64)
     sliced = model.preprocessor.picture(picture)
