@@ -56,6 +56,15 @@ _VALUE_FIELD = {
 # message -> [(field name, number, "opt" | "rep", scalar type or message name)], numbers as in
 # TensorFlow's graph.proto / node_def.proto / attr_value.proto / tensor.proto / tensor_shape.proto.
 # Enums are read as int32, which has the same wire format.
+_ATTR_VALUES = [
+    ("s", 2, "bytes"),
+    ("i", 3, "int64"),
+    ("f", 4, "float"),
+    ("b", 5, "bool"),
+    ("type", 6, "int32"),
+    ("shape", 7, "TensorShapeProto"),
+    ("tensor", 8, "TensorProto"),
+]
 _SPEC: dict[str, list[tuple[str, int, str, str]]] = {
     "Dim": [("size", 1, "opt", "int64"), ("name", 2, "opt", "string")],
     "TensorShapeProto": [("dim", 2, "rep", "Dim"), ("unknown_rank", 3, "opt", "bool")],
@@ -71,25 +80,10 @@ _SPEC: dict[str, list[tuple[str, int, str, str]]] = {
         ("bool_val", 11, "rep", "bool"),
         ("half_val", 13, "rep", "int32"),
     ],
-    "ListValue": [
-        ("s", 2, "rep", "bytes"),
-        ("i", 3, "rep", "int64"),
-        ("f", 4, "rep", "float"),
-        ("b", 5, "rep", "bool"),
-        ("type", 6, "rep", "int32"),
-        ("shape", 7, "rep", "TensorShapeProto"),
-        ("tensor", 8, "rep", "TensorProto"),
-    ],
-    "AttrValue": [
-        ("list", 1, "opt", "ListValue"),
-        ("s", 2, "opt", "bytes"),
-        ("i", 3, "opt", "int64"),
-        ("f", 4, "opt", "float"),
-        ("b", 5, "opt", "bool"),
-        ("type", 6, "opt", "int32"),
-        ("shape", 7, "opt", "TensorShapeProto"),
-        ("tensor", 8, "opt", "TensorProto"),
-    ],
+    # attr_value.proto: a ListValue holds lists of what an AttrValue holds one of, by the same numbers.
+    "ListValue": [(name, number, "rep", kind) for name, number, kind in _ATTR_VALUES],
+    "AttrValue": [("list", 1, "opt", "ListValue")]
+    + [(name, number, "opt", kind) for name, number, kind in _ATTR_VALUES],
     "AttrEntry": [("key", 1, "opt", "string"), ("value", 2, "opt", "AttrValue")],
     "NodeDef": [
         ("name", 1, "opt", "string"),
