@@ -19,10 +19,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ssdkit.draw import draw  # noqa: E402
-from ssdkit.io.convert import from_tf_object_detection  # noqa: E402
+from ssdkit.io.tfod import from_tf_object_detection  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
+DATA = ROOT / "tests" / "fixtures"
 OUT = ROOT / "docs" / "images" / "tf-pedestrian.png"
 PHOTOS = ("astronaut_wide", "camera")
 THRESHOLD = 0.3

@@ -30,8 +30,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-PHOTO_DIR = ROOT / "tests" / "data" / "tf_photos"
-OUT = ROOT / "tests" / "data" / "tf_pedestrian_ssdlite.npz"
+PHOTO_DIR = ROOT / "tests" / "fixtures" / "tf_photos"
+OUT = ROOT / "tests" / "fixtures" / "tf_pedestrian_ssdlite.npz"
 INPUT_STRIDE = 10  # the preprocessed 300x300 input is stored at every 10th row and column
 
 # Tensors of the TF OD API SSD graph (names as exported by export_inference_graph.py).

@@ -1,4 +1,8 @@
-"""Box conversions and overlaps. Every function works on `[..., 4]` tensors.
+"""Box conversions and overlaps, and the exact threshold comparison. The one home of this
+arithmetic: matchers, post-processing (`ssdkit.postprocess`), export (`ssdkit.export.detector`)
+and metrics (`ssdkit.evaluation.metrics`) all call it from here.
+
+Conversions work on `[..., 4]` tensors; `box_rows`/`iou_rows` on `[5, ...]` rows (NMS's layout).
 
 Formats: ``xyxy`` (x1, y1, x2, y2), ``cxcywh`` (centre x, centre y, width, height),
 ``xywh`` (x1, y1, width, height, as COCO stores them). Units are whatever the caller
@@ -20,6 +24,12 @@ __all__ = [
     "clip_boxes",
     "box_iou",
     "batched_box_iou",
+    "paired_box_iou",
+    "box_rows",
+    "iou_rows",
+    "largest_at_most",
+    "above",
+    "float32_threshold",
 ]
 
 
@@ -84,3 +94,60 @@ def batched_box_iou(a: Tensor, b: Tensor) -> Tensor:
         # union >= about max(area_a, area_b) > tiny for every pair: no empty union to guard against.
         return inter.div_(union)
     return torch.where(union > 0, inter / union.clamp(min=tiny), torch.zeros_like(inter))
+
+
+def paired_box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of row i of xyxy boxes `a [K, 4]` with row i of `b [K, 4]` -> `[K]` (the diagonal
+    of `box_iou(a, b)`, torchvision's formula); 0 where the union is empty."""
+    lt = torch.maximum(a[:, :2], b[:, :2])
+    rb = torch.minimum(a[:, 2:], b[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a + area_b - inter
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(inter))
+
+
+def box_rows(boxes: Tensor) -> Tensor:
+    """xyxy boxes `[..., 4]` -> `[5, ...]` contiguous rows x1, y1, x2, y2, area (NMS's layout)."""
+    rows = boxes.movedim(-1, 0)
+    area = (rows[2] - rows[0]) * (rows[3] - rows[1])
+    return torch.cat((rows, area[None]), dim=0).contiguous()
+
+
+def iou_rows(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of rows (x1, y1, x2, y2, area) `a [5, ...]` and `b [5, ...]`, broadcast -> `[...]`.
+
+    Same arithmetic as torchvision's NMS kernel, inter / (area_a + area_b - inter), so a
+    pair on the threshold is decided the same way; an empty union gives NaN, which
+    compares false there too. (TorchScript compiles it: `ssdkit.export` scripts greedy NMS.)
+    """
+    w = torch.minimum(a[2], b[2]).sub_(torch.maximum(a[0], b[0])).clamp_(min=0)
+    h = torch.minimum(a[3], b[3]).sub_(torch.maximum(a[1], b[1])).clamp_(min=0)
+    inter = w.mul_(h)
+    return inter.div_((a[4] + b[4]).sub_(inter))
+
+
+def largest_at_most(threshold: float, dtype: torch.dtype) -> Tensor:
+    """The largest value of `dtype` that is <= `threshold` (a 0-dim tensor of `dtype`): for x
+    of that dtype, `x > largest_at_most(t)` holds exactly when x > t in exact arithmetic."""
+    t = torch.tensor(threshold, dtype=torch.float64)
+    low = t.to(dtype)
+    if low.double() > t:
+        low = torch.nextafter(low, torch.tensor(float("-inf"), dtype=dtype))
+    return low
+
+
+def above(x: Tensor, threshold: float) -> Tensor:
+    """`x > threshold` with the threshold taken exactly (as float64), like torchvision's
+    C++ NMS kernel compares, not rounded to x's dtype (a float32 IoU of exactly 0.3f would
+    otherwise not count as above 0.3)."""
+    return x > largest_at_most(threshold, x.dtype).to(x.device)
+
+
+def float32_threshold(threshold: float) -> float:
+    """The largest float32 value <= `threshold`: for float32 x, `x > float32_threshold(t)` holds
+    exactly when x > t in exact arithmetic (as `above` compares). For code that must hold a
+    plain float, such as the exported detector's NMS threshold."""
+    return float(largest_at_most(threshold, torch.float32))

@@ -1,6 +1,9 @@
-"""Box conversions, areas, clipping and IoU, against hand formulas and torchvision."""
+"""Box conversions, areas, clipping and IoU, against hand formulas and torchvision; the exact
+threshold comparison against exact rational arithmetic; the shared ranking order."""
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import pytest
 import torch
@@ -10,15 +13,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ssdkit.boxes import (
+    above,
     batched_box_iou,
     box_area,
     box_iou,
+    box_rows,
     clip_boxes,
     cxcywh_to_xyxy,
+    float32_threshold,
+    iou_rows,
+    largest_at_most,
+    paired_box_iou,
     xywh_to_xyxy,
     xyxy_to_cxcywh,
     xyxy_to_xywh,
 )
+from ssdkit.ranking import order_by
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -118,3 +128,75 @@ def test_clip_boxes_leaves_inside_boxes_untouched(b):
     assert torch.equal(clip_boxes(b), b)  # boxes lie in [0, 1]^2 already
     # default size is the normalised image
     assert torch.equal(clip_boxes(b * 3, width=3.0, height=3.0), b * 3)
+
+
+@given(wide_boxes, wide_boxes)
+def test_iou_rows_equal_torchvision_box_iou(a, b):
+    # The NMS layout [5, ...] broadcast to [N, M] is torchvision's IoU, bit for bit in float32.
+    a32, b32 = a.float(), b.float()
+    got = iou_rows(box_rows(a32)[:, :, None], box_rows(b32)[:, None, :])
+    assert torch.equal(got, torchvision.ops.box_iou(a32, b32))
+
+
+@given(st.lists(wide_boxes, min_size=1, max_size=3).map(lambda xs: torch.stack([x[:1].repeat(5, 1) for x in xs])))
+def test_box_rows_keep_leading_dimensions(b):
+    rows = box_rows(b)  # [G, K, 4] -> [5, G, K]
+    assert rows.shape == (5, *b.shape[:-1])
+    assert torch.equal(rows[:4], b.movedim(-1, 0))
+    assert torch.equal(rows[4], (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]))
+
+
+@given(wide_boxes, wide_boxes)
+def test_paired_box_iou_is_the_diagonal_of_torchvision_box_iou(a, b):
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    torch.testing.assert_close(paired_box_iou(a, b), torchvision.ops.box_iou(a, b).diagonal())
+
+
+def test_paired_box_iou_is_zero_not_nan_for_empty_union():
+    point = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
+    assert paired_box_iou(point, point).tolist() == [0.0]
+
+
+@given(st.floats(0.0, 1.0), st.sampled_from([torch.float16, torch.bfloat16, torch.float32, torch.float64]))
+def test_largest_at_most_is_the_largest_value_of_the_dtype_not_above_t(t, dtype):
+    low = largest_at_most(t, dtype)
+    assert low.dtype == dtype
+    assert Fraction(float(low)) <= Fraction(t)
+    up = torch.nextafter(low, torch.tensor(float("inf"), dtype=dtype))
+    assert Fraction(float(up)) > Fraction(t)
+
+
+@given(
+    st.lists(st.floats(0.0, 1.0, width=32), min_size=1, max_size=20),
+    st.floats(0.0, 1.0),
+    st.sampled_from([torch.float16, torch.float32, torch.float64]),
+)
+def test_above_compares_with_the_exact_threshold(values, t, dtype):
+    x = torch.tensor(values, dtype=torch.float64).to(dtype)
+    expected = [Fraction(v) > Fraction(t) for v in x.double().tolist()]
+    assert above(x, t).tolist() == expected
+
+
+def test_above_counts_the_float32_value_nearest_a_threshold_that_exceeds_it():
+    # float32(0.3) = 0.30000001192...: above 0.3 exactly, though it rounds to 0.3's float32 value.
+    x = torch.tensor([0.3], dtype=torch.float32)
+    assert above(x, 0.3).tolist() == [True]
+    assert (x > torch.tensor(0.3, dtype=torch.float32)).tolist() == [False]  # the naive comparison we avoid
+
+
+@given(st.floats(0.0, 1.0), st.lists(st.floats(0.0, 1.0, width=32), min_size=1, max_size=20))
+def test_float32_threshold_makes_a_plain_comparison_exact(t, values):
+    x = torch.tensor(values, dtype=torch.float32)
+    assert (x > float32_threshold(t)).tolist() == [Fraction(v) > Fraction(t) for v in x.double().tolist()]
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.sampled_from([0.1, 0.25, 0.5, 0.75, 1.0])), min_size=1, max_size=30),
+    st.booleans(),
+)
+def test_order_by_sorts_by_group_then_decreasing_score_keeping_ties_in_input_order(items, as_float64):
+    major = torch.tensor([m for m, _ in items], dtype=torch.int64)
+    scores = torch.tensor([s for _, s in items], dtype=torch.float64 if as_float64 else torch.float32)
+    expected = sorted(range(len(items)), key=lambda i: (items[i][0], -float(scores[i]), i))
+    assert order_by(major, scores).tolist() == expected

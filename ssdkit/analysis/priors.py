@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -265,6 +265,58 @@ def _header_size(path: str) -> tuple[int, int]:
     return h, w
 
 
+def _prior_shapes(priors: Tensor, scale: Tensor) -> Tensor:
+    """Distinct (w, h) of priors `[P, 4]` cxcywh (normalised) in pixels `scale` = (w, h), to 1e-3 px."""
+    return torch.unique((priors[:, 2:].double() * scale * 1e3).round() / 1e3, dim=0)
+
+
+def _scatter_panel(
+    ax: Any,
+    wh: Tensor,
+    reached: Tensor,
+    prior_wh: Tensor,
+    suggested_wh: Optional[Tensor],
+    report: CoverageReport,
+    max_points: int,
+) -> None:
+    """Boxes' (w, h) on log axes, reached / unreached, with the priors' (and suggested) shapes."""
+    if wh.shape[0] > max_points:  # a seeded subsample keeps the scatter readable and the file small
+        keep = torch.randperm(wh.shape[0], generator=torch.Generator().manual_seed(0))[:max_points]
+        wh, reached = wh[keep], reached[keep]
+    ax.scatter(*wh[reached].T.numpy(), s=4, alpha=0.4, c="tab:green", label="reached", lw=0)
+    ax.scatter(*wh[~reached].T.numpy(), s=6, alpha=0.7, c="tab:red", label="not reached", lw=0)
+    ax.scatter(*prior_wh.T.numpy(), marker="x", s=40, c="black", label="priors")
+    if suggested_wh is not None:
+        ax.scatter(*suggested_wh.T.numpy(), marker="+", s=60, c="tab:blue", label="suggested")
+    ax.set(xscale="log", yscale="log", xlabel="width (px of network input)", ylabel="height (px)")
+    ax.set_title(f"boxes reached at IoU >= {report.iou_threshold:g}: {report.coverage:.1%}")
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def _histogram_panel(
+    axis: Any, values: Tensor, reached: Tensor, marks: list[tuple[Tensor, str, str]], label: str
+) -> None:
+    """Histogram of `values` `[N]` (reached stacked on unreached) on a log axis, with a vertical
+    line per distinct value of each (values, colour, line style) in `marks`."""
+    from matplotlib import ticker
+
+    every = torch.cat([values] + [m for m, _, _ in marks])
+    bins = torch.logspace(math.log10(float(every.min()) * 0.9), math.log10(float(every.max()) * 1.1), 40)
+    axis.hist(
+        [values[~reached].numpy(), values[reached].numpy()],
+        bins=bins.numpy(),
+        stacked=True,
+        color=["tab:red", "tab:green"],
+        alpha=0.7,
+    )
+    for m, colour, style in marks:
+        for v in (m * 100).round().unique().div(100).tolist():  # to 1 %: one line per distinct value
+            axis.axvline(v, color=colour, ls=style, lw=0.8)
+    axis.set(xscale="log", xlabel=label, ylabel="boxes")
+    axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def plot_coverage(
     report: CoverageReport,
     boxes: Tensor,
@@ -285,54 +337,19 @@ def plot_coverage(
 
     h, w = report.image_size
     scale = torch.tensor([w, h], dtype=torch.float64)
-    wh = (boxes[:, 2:] - boxes[:, :2]).double() * scale
-    wh = wh.clamp(min=0.5)  # zero-width boxes would vanish from log axes
-    reached = report.reached
-    if wh.shape[0] > max_points:  # a seeded subsample keeps the scatter readable and the file small
-        keep = torch.randperm(wh.shape[0], generator=torch.Generator().manual_seed(0))[:max_points]
-        wh_plot, reached_plot = wh[keep], reached[keep]
-    else:
-        wh_plot, reached_plot = wh, reached
-
-    def shapes(p: Tensor) -> Tensor:
-        return torch.unique((p[:, 2:].double() * scale * 1e3).round() / 1e3, dim=0)
-
-    prior_wh = shapes(priors)
+    wh = ((boxes[:, 2:] - boxes[:, :2]).double() * scale).clamp(min=0.5)  # zero-width boxes would vanish from log axes
+    prior_wh = _prior_shapes(priors, scale)
+    suggested_wh = _prior_shapes(suggested_priors, scale) if suggested_priors is not None else None
     fig, (ax, ax_size, ax_ratio) = plt.subplots(1, 3, figsize=(16, 5.2))
-    ax.scatter(*wh_plot[reached_plot].T.numpy(), s=4, alpha=0.4, c="tab:green", label="reached", lw=0)
-    ax.scatter(*wh_plot[~reached_plot].T.numpy(), s=6, alpha=0.7, c="tab:red", label="not reached", lw=0)
-    ax.scatter(*prior_wh.T.numpy(), marker="x", s=40, c="black", label="priors")
-    if suggested_priors is not None:
-        ax.scatter(*shapes(suggested_priors).T.numpy(), marker="+", s=60, c="tab:blue", label="suggested")
-    ax.set(xscale="log", yscale="log", xlabel="width (px of network input)", ylabel="height (px)")
-    ax.set_title(f"boxes reached at IoU >= {report.iou_threshold:g}: {report.coverage:.1%}")
-    ax.legend(loc="upper left", fontsize=8)
+    _scatter_panel(ax, wh, report.reached, prior_wh, suggested_wh, report, max_points)
 
-    suggested_wh = shapes(suggested_priors) if suggested_priors is not None else None
+    def marks(of: Callable[[Tensor], Tensor]) -> list[tuple[Tensor, str, str]]:
+        found = [(of(prior_wh), "black", "-")]
+        return found + ([(of(suggested_wh), "tab:blue", "--")] if suggested_wh is not None else [])
 
-    def panel(axis: Any, values: Tensor, of_priors: Any, label: str) -> None:
-        """Histogram of `values` (reached stacked on unreached), a line per distinct prior value."""
-        marks = [(of_priors(prior_wh), "black", "-")]
-        if suggested_wh is not None:
-            marks.append((of_priors(suggested_wh), "tab:blue", "--"))
-        every = torch.cat([values] + [m for m, _, _ in marks])
-        bins = torch.logspace(math.log10(float(every.min()) * 0.9), math.log10(float(every.max()) * 1.1), 40)
-        axis.hist(
-            [values[~reached].numpy(), values[reached].numpy()],
-            bins=bins.numpy(),
-            stacked=True,
-            color=["tab:red", "tab:green"],
-            alpha=0.7,
-        )
-        for m, colour, style in marks:
-            for v in (m * 100).round().unique().div(100).tolist():  # to 1 %: one line per distinct value
-                axis.axvline(v, color=colour, ls=style, lw=0.8)
-        axis.set(xscale="log", xlabel=label, ylabel="boxes")
-        axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        axis.xaxis.set_minor_formatter(ticker.NullFormatter())
-
-    panel(ax_size, wh.prod(dim=1).sqrt(), lambda p: p.prod(dim=1).sqrt(), "box size sqrt(w h) (px); lines: priors")
-    panel(ax_ratio, wh[:, 0] / wh[:, 1], lambda p: p[:, 0] / p[:, 1], "aspect ratio w / h; lines: priors")
+    size, ratio = (lambda p: p.prod(dim=1).sqrt()), (lambda p: p[:, 0] / p[:, 1])
+    _histogram_panel(ax_size, size(wh), report.reached, marks(size), "box size sqrt(w h) (px); lines: priors")
+    _histogram_panel(ax_ratio, ratio(wh), report.reached, marks(ratio), "aspect ratio w / h; lines: priors")
     ax_ratio.xaxis.set_major_locator(ticker.FixedLocator([1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8]))
     ax_ratio.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if v >= 1 else f"1/{1 / v:g}"))
     fig.subplots_adjust(left=0.05, right=0.99, bottom=0.12, top=0.93, wspace=0.22)  # tight_layout: 2x the time

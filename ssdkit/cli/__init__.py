@@ -1,8 +1,8 @@
 """The `ssdkit` command: one sub-command per module.
 
-Each sub-command lives next to the code it runs, in a module that defines
-`add_arguments(parser)` and `run(args) -> int`; this file only lists them, so a new
-command touches one line here. The modules are imported only when their command runs
+Each sub-command is a module of `ssdkit/cli/` (the CLI layer, above the code it calls) that
+defines `add_arguments(parser)` and `run(args) -> int`; this file only lists them, so a new
+command touches one line here. Arguments several commands share are in `ssdkit.cli.arguments`. The modules are imported only when their command runs
 (or `--help` lists them), so `ssdkit demo` does not pay for onnx or matplotlib.
 """
 
@@ -14,7 +14,10 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("ssdkit.cli.demo", "build a preset, match boxes to its priors, detect on a generated picture"),
+    "demo": (
+        "ssdkit.cli.demo",
+        "train a small SSD on generated shapes (CPU, minutes), evaluate it, draw its predictions",
+    ),
     "train": ("ssdkit.cli.train", "train a model from a run config (YAML)"),
     "eval": ("ssdkit.cli.eval", "evaluate weights on a data set: VOC AP, COCO mAP, PR curves"),
     "data": ("ssdkit.cli.data", "write generated shapes as VOC/COCO folders; check a data set for defects"),

@@ -164,19 +164,49 @@ def _check_suggestable(priors: Any) -> None:
         )
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """ValueError naming the option when --iou, --max-images or --suggest is out of range."""
+    if args.iou is not None and not 0 < args.iou <= 1:
+        raise ValueError(f"--iou must lie in (0, 1], got {args.iou}")
+    if args.max_images is not None and args.max_images < 1:
+        raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
+    if args.suggest and min(args.suggest) < 1:
+        raise ValueError(f"--suggest takes cluster counts >= 1, got {args.suggest}")
+
+
+def _suggest(args: argparse.Namespace, model_cfg: Any, model: Any, boxes: Any, iou: float) -> Any:
+    """Print IoU k-means priors for `boxes` (and the YAML to paste); returns them built `[P', 4]`."""
+    from ssdkit.analysis.kmeans import suggest_priors
+    from ssdkit.registry import PRIORS
+
+    sug = suggest_priors(
+        model_cfg.priors,
+        boxes,
+        feature_sizes=model.feature_sizes,
+        image_size=model.image_size,
+        k=args.suggest or (6, 9, 12),
+        iou_threshold=iou,
+        seed=args.seed,
+        device=args.device,
+    )
+    k = len(sug.kmeans.centroids)
+    print(f"\nsuggested priors (IoU k-means, k={k}, mean IoU of boxes with their cluster {sug.kmeans.mean_iou:.2f}):")
+    print(sug.summary())
+    if sug.after.coverage <= sug.before.coverage:
+        print("the suggestion does not raise coverage here: keep the current priors")
+    print("\n# paste into the model config; the head's anchors per location change, so train the head anew")
+    print(sug.yaml().rstrip())
+    return PRIORS.build(sug.config)(model.feature_sizes, model.image_size)
+
+
 def run(args: argparse.Namespace) -> int:
     from ssdkit.analysis.priors import analyze_priors, normalised_boxes, plot_coverage
     from ssdkit.build import build_model
     from ssdkit.data.errors import BadItemError
-    from ssdkit.registry import DATASETS, PRIORS
+    from ssdkit.registry import DATASETS
 
     try:
-        if args.iou is not None and not 0 < args.iou <= 1:
-            raise ValueError(f"--iou must lie in (0, 1], got {args.iou}")
-        if args.max_images is not None and args.max_images < 1:
-            raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
-        if args.suggest and min(args.suggest) < 1:
-            raise ValueError(f"--suggest takes cluster counts >= 1, got {args.suggest}")
+        _check_numbers(args)
         model_cfg, data_cfg = load_model_config(args.config)
         if args.suggest is not None:
             _check_suggestable(model_cfg.priors)
@@ -192,8 +222,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     iou = args.iou if args.iou is not None else getattr(model_cfg.matcher, "iou_threshold", 0.5)
     model = build_model(model_cfg).eval()  # for its priors and feature-map sizes; weights stay random
-    h, w = model.image_size
-    report = analyze_priors(model.priors, boxes, iou_threshold=iou, image_size=(h, w), device=args.device)
+    report = analyze_priors(model.priors, boxes, iou_threshold=iou, image_size=model.image_size, device=args.device)
     print(f"prior coverage of {ds_cfg.type} ({count(len(items), 'picture')}) by {args.config}")
     print(report.table())
     print()
@@ -202,33 +231,7 @@ def run(args: argparse.Namespace) -> int:
     if worst:
         print()
         print(worst)
-
-    suggested = None
-    if args.suggest is not None:
-        from ssdkit.analysis.kmeans import suggest_priors
-
-        ks = args.suggest or (6, 9, 12)
-        sug = suggest_priors(
-            model_cfg.priors,
-            boxes,
-            feature_sizes=model.feature_sizes,
-            image_size=(h, w),
-            k=ks,
-            iou_threshold=iou,
-            seed=args.seed,
-            device=args.device,
-        )
-        k = len(sug.kmeans.centroids)
-        print(
-            f"\nsuggested priors (IoU k-means, k={k}, mean IoU of boxes with their cluster {sug.kmeans.mean_iou:.2f}):"
-        )
-        print(sug.summary())
-        if sug.after.coverage <= sug.before.coverage:
-            print("the suggestion does not raise coverage here: keep the current priors")
-        print("\n# paste into the model config; the head's anchors per location change, so train the head anew")
-        print(sug.yaml().rstrip())
-        suggested = PRIORS.build(sug.config)(model.feature_sizes, model.image_size)
-
+    suggested = _suggest(args, model_cfg, model, boxes, iou) if args.suggest is not None else None
     path = plot_coverage(report, boxes, model.priors, args.plot, suggested_priors=suggested)
     print(f"\nplot: {path}")
     return 0

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ssdkit.cli.arguments import add_overrides
 from ssdkit.draw import draw
 from ssdkit.text import count as counted
 
@@ -153,14 +154,7 @@ def run_demo(out: str | Path = "ssdkit-demo", quick: bool = False, overrides: tu
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="ssdkit-demo", help="folder for the run, the pictures and the scores")
     parser.add_argument("--quick", action="store_true", help="a one-minute version (fewer steps, fewer pictures)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a run-config value, e.g. --set train.max_steps=300",
-    )
+    add_overrides(parser, example="--set train.max_steps=300", what="a run-config value")
 
 
 def run(args) -> int:

@@ -12,20 +12,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
+
+from ssdkit.cli.arguments import add_data_root, add_device, add_overrides, add_source
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "config",
-        metavar="SOURCE",
+    add_source(
+        parser,
         help="run folder, checkpoint, run config (YAML or JSON, or a shipped example's name), model config or preset",
-    )
-    parser.add_argument(
-        "--weights",
-        default=None,
-        help="weights: a training checkpoint (best.pt) or weights file; default: SOURCE's own",
+        weights_help="weights: a training checkpoint (best.pt) or weights file; default: SOURCE's own",
     )
     parser.add_argument(
         "--data",
@@ -33,29 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a data config (YAML/JSON, the `data:` section of a run config) to evaluate on instead; its val set is used",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        help="override a config value, e.g. --set data.val_batch_size=64 (repeatable)",
-    )
+    add_overrides(parser, example="--set data.val_batch_size=64")
     parser.add_argument(
         "--protocol", choices=["voc", "coco", "both"], default=None, help="default: the config's eval.protocol"
     )
     parser.add_argument(
         "--07", dest="use_07_metric", action="store_true", default=None, help="VOC2007 11-point AP (VOC protocol)"
     )
-    parser.add_argument(
-        "--data-root",
-        default=None,
-        metavar="DIR",
-        help="the data folder of a recipe: the value of its ${VOC_ROOT} / ${COCO_ROOT} (else the environment's)",
-    )
+    add_data_root(parser)
     parser.add_argument("--iou", type=float, default=0.5, help="VOC: IoU a detection must exceed (default 0.5)")
     parser.add_argument("--out", default=None, metavar="DIR", help="folder for eval.json and pr_curves/")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when there is one), 'cpu', 'cuda:0', ...")
+    add_device(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -83,39 +69,47 @@ def _example_or_name(name: str) -> str | Path:
     return name
 
 
-def run(args: argparse.Namespace) -> int:
+def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any, Path]:
+    """(run config, model on its device with the weights, val loader, weights path) from the
+    command line; ValueError / FileNotFoundError / ConfigKeyError name what is wrong."""
     from dataclasses import replace
 
-    from ssdkit.config.overrides import ConfigKeyError
     from ssdkit.config.run import RunConfig
     from ssdkit.config.variables import root_variables
-    from ssdkit.data import BadItemError, build_loader
+    from ssdkit.data import build_loader
     from ssdkit.devices import resolve_device
+    from ssdkit.io.sources import build, resolve
+
+    if not 0.0 <= args.iou < 1.0:
+        raise ValueError(f"--iou must be in [0, 1), got {args.iou}")
+    given = Path(args.config)
+    source = resolve(given if given.exists() or given.suffix else _example_or_name(args.config), args.weights)
+    if source.run is None and args.data is None:
+        raise ValueError(f"{args.config} holds no data config (it is no run config): give --data DATA.yaml")
+    # eval reads the model and data sections only; for a model config, `train` just has to validate
+    raw = dict(source.run or {"model": source.model.model_dump(mode="json"), "train": {"max_steps": 1}})
+    if args.data is not None:
+        raw["data"] = _read_data(Path(args.data))
+    roots = root_variables([raw, list(args.overrides)], args.data_root) if args.data_root else None
+    cfg = RunConfig.from_dict(raw, args.overrides, source=args.config, variables=roots)
+    if source.weights is None:
+        raise ValueError(f"{args.config} carries no weights: give --weights (a checkpoint or weights file)")
+    weights = Path(source.weights)
+    device = resolve_device(args.device)
+    model = build(replace(source, model=cfg.model))
+    model.to(device)
+    return cfg, model, build_loader(cfg.data, cfg.model, "val"), weights
+
+
+def run(args: argparse.Namespace) -> int:
+    from ssdkit.config.overrides import ConfigKeyError
+    from ssdkit.data import BadItemError
     from ssdkit.evaluation.evaluate import evaluate
     from ssdkit.evaluation.report import format_table
     from ssdkit.io.paths import check_output_folder
-    from ssdkit.io.sources import build, resolve
 
     try:
-        if not 0.0 <= args.iou < 1.0:
-            raise ValueError(f"--iou must be in [0, 1), got {args.iou}")
-        given = Path(args.config)
-        source = resolve(given if given.exists() or given.suffix else _example_or_name(args.config), args.weights)
-        if source.run is None and args.data is None:
-            raise ValueError(f"{args.config} holds no data config (it is no run config): give --data DATA.yaml")
-        # eval reads the model and data sections only; for a model config, `train` just has to validate
-        raw = dict(source.run or {"model": source.model.model_dump(mode="json"), "train": {"max_steps": 1}})
-        if args.data is not None:
-            raw["data"] = _read_data(Path(args.data))
-        roots = root_variables([raw, list(args.overrides)], args.data_root) if args.data_root else None
-        cfg = RunConfig.from_dict(raw, args.overrides, source=args.config, variables=roots)
-        if source.weights is None:
-            raise ValueError(f"{args.config} carries no weights: give --weights (a checkpoint or weights file)")
-        weights = Path(source.weights)
-        device = resolve_device(args.device)
-        model = build(replace(source, model=cfg.model))
-        model.to(device)
-        loader = build_loader(cfg.data, cfg.model, "val")
+        cfg, model, loader, weights = _setup(args)
     except (FileNotFoundError, ConfigKeyError, ValueError) as exc:
         print(f"ssdkit eval: {exc}", file=sys.stderr)
         return 2

@@ -11,19 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from ssdkit.cli.arguments import add_source
+
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "config",
-        metavar="SOURCE",
+    add_source(
+        parser,
         help="run folder, checkpoint, weights file saved by ssdkit, run or model config (YAML/JSON), or preset name",
-    )
-    parser.add_argument(
-        "--weights",
-        default=None,
-        help="weights (.safetensors, .pth, .pt, or a preset's named weights) for SOURCE; default: SOURCE's own",
+        weights_help="weights (.safetensors, .pth, .pt, or a preset's named weights) for SOURCE; default: SOURCE's own",
     )
     parser.add_argument("--format", required=True, choices=sorted(SUFFIX), help="what to write")
     parser.add_argument(

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["add_arguments", "run"]
+from ssdkit.cli.arguments import add_device
+from ssdkit.io.picture_files import PICTURE_SUFFIXES, pictures_in
 
-PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--score-threshold", type=float, default=0.3, help="keep (draw and list) detections scoring at least this (0.3)"
     )
     parser.add_argument("--batch-size", type=int, default=8, help="pictures per forward pass (8)")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when there is one), 'cpu', 'cuda:0', ...")
+    add_device(parser)
     parser.add_argument(
         "--runtime",
         choices=("torch", "onnxruntime"),
@@ -49,7 +50,7 @@ def _pictures(items: list[str]) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES)
+            found += pictures_in(path)
         elif path.is_file():
             found.append(path)
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ssdkit.cli.arguments import add_data_root, add_overrides
 from ssdkit.text import count
 
 __all__ = ["add_arguments", "run"]
@@ -17,14 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "config", help="run config file (YAML or JSON: model, data, train, eval), or a shipped example's name"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        help="override a config value, e.g. --set train.lr=0.01 --set model.num_classes=4 (repeatable)",
-    )
+    add_overrides(parser, example="--set train.lr=0.01 --set model.num_classes=4")
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -33,12 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="continue from a checkpoint: PATH, or the run folder's last.pt when no PATH is given",
     )
-    parser.add_argument(
-        "--data-root",
-        default=None,
-        metavar="DIR",
-        help="the data folder of a recipe: the value of its ${VOC_ROOT} / ${COCO_ROOT} (else the environment's)",
-    )
+    add_data_root(parser)
     parser.add_argument("--out", default=None, metavar="DIR", help="run folder (default: train.out_dir)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
 

@@ -122,6 +122,41 @@ def _relabel(items: list[dict[str, Tensor]], mapping: dict[int, int]) -> list[di
     return [{**d, "labels": lut[d["labels"]]} for d in items]
 
 
+def _voc_result(
+    preds: list[Any], gts: list[Any], names: list[str], iou_threshold: float, use_07_metric: bool, want_curves: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(result["voc"], curves for the report: {} unless `want_curves`) by the VOC protocol."""
+    voc = voc_map(preds, gts, iou_threshold, use_07_metric, return_curves=want_curves)
+    other = "map_area" if use_07_metric else "map_11point"  # the other AP method, for comparison
+    out = {
+        "map": voc["map"],
+        other: voc[other],
+        "method": voc["method"],
+        "iou_threshold": voc["iou_threshold"],
+        "per_class": _named(voc["per_class"], names),
+        "num_gt": _named(voc["num_gt"], names, 0),
+        "num_det": _named(voc["num_det"], names, 0),
+    }
+    return out, ({"source": "voc", "by_label": voc["curves"]} if want_curves else {})
+
+
+def _coco_result(
+    preds: list[Any], gts: list[Any], names: list[str], cat: Optional[dict[int, int]], want_curves: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(result["coco"], curves for the report: {} unless `want_curves`) by pycocotools; `cat` maps
+    labels to the data set's category ids (None: labels are the ids)."""
+    coco = coco_map(_relabel(preds, cat or {}), _relabel(gts, cat or {}), return_curves=want_curves)
+    back = {c: k for k, c in (cat or {}).items()}  # category id -> label
+
+    def by_label(values: dict[int, Any]) -> dict[int, Any]:
+        return {back.get(c, c): v for c, v in values.items()}
+
+    out = {k: v for k, v in coco.items() if k not in ("per_class", "per_class_50", "curves")}
+    out["per_class"] = _named(by_label(coco["per_class"]), names)
+    out["per_class_50"] = _named(by_label(coco["per_class_50"]), names)
+    return out, ({"source": "coco", "by_label": by_label(coco["curves"])} if "curves" in coco else {})
+
+
 def evaluate(
     model: nn.Module,
     loader: Iterable[Any],
@@ -160,31 +195,10 @@ def evaluate(
     result: dict[str, Any] = {"protocol": protocol}
     curves: dict[str, Any] = {}
     if protocol in ("voc", "both"):
-        voc = voc_map(preds, gts, iou_threshold, use_07_metric, return_curves=want_curves)
-        result["voc"] = {
-            "map": voc["map"],
-            "map_area" if use_07_metric else "map_11point": voc["map_area" if use_07_metric else "map_11point"],
-            "method": voc["method"],
-            "iou_threshold": voc["iou_threshold"],
-            "per_class": _named(voc["per_class"], names),
-            "num_gt": _named(voc["num_gt"], names, 0),
-            "num_det": _named(voc["num_det"], names, 0),
-        }
-        if want_curves:
-            curves = {"source": "voc", "by_label": voc["curves"]}
+        result["voc"], curves = _voc_result(preds, gts, names, iou_threshold, use_07_metric, want_curves)
     if protocol in ("coco", "both"):
-        cat = _category_ids(loader)
-        coco = coco_map(_relabel(preds, cat or {}), _relabel(gts, cat or {}), return_curves=want_curves and not curves)
-        back = {c: k for k, c in (cat or {}).items()}  # category id -> label
-
-        def by_label(values: dict[int, Any]) -> dict[int, Any]:
-            return {back.get(c, c): v for c, v in values.items()}
-
-        result["coco"] = {k: v for k, v in coco.items() if k not in ("per_class", "per_class_50", "curves")}
-        result["coco"]["per_class"] = _named(by_label(coco["per_class"]), names)
-        result["coco"]["per_class_50"] = _named(by_label(coco["per_class_50"]), names)
-        if "curves" in coco:
-            curves = {"source": "coco", "by_label": by_label(coco["curves"])}
+        result["coco"], coco_curves = _coco_result(preds, gts, names, _category_ids(loader), want_curves and not curves)
+        curves = coco_curves or curves
     main = result["voc"] if protocol in ("voc", "both") else result["coco"]
     result["map"] = main["map"]
     result["per_class"] = main["per_class"]

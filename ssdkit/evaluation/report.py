@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import secrets
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,6 +16,7 @@ import torch
 
 from ssdkit.evaluation.metrics import to_coco_json
 from ssdkit.evaluation.metrics.voc import PRCurve, interpolated_precision
+from ssdkit.io.paths import atomic_write
 from ssdkit.text import count
 
 __all__ = ["format_table", "write_json", "plot_pr_curves", "write_coco_detections", "write_report"]
@@ -95,13 +94,7 @@ def _plain(obj: Any) -> Any:
 
 def _atomic_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
     return path
 
 

@@ -17,20 +17,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ssdkit.boxes import box_rows, float32_threshold, iou_rows
 from ssdkit.postprocess.nms import HardNMS
 from ssdkit.registry import POSTPROCESS
 
+# float32_threshold lives in ssdkit.boxes (with the exact comparison it mirrors); named here too.
 __all__ = ["ExportableDetector", "greedy_nms", "float32_threshold"]
-
-
-def float32_threshold(threshold: float) -> float:
-    """The largest float32 value <= `threshold`: for float32 x, `x > float32_threshold(t)` holds
-    exactly when x > t in exact arithmetic (how `ssdkit.postprocess.overlaps.above` compares)."""
-    t = torch.tensor(threshold, dtype=torch.float64)
-    low = t.to(torch.float32)
-    if low.double() > t:
-        low = torch.nextafter(low, torch.tensor(float("-inf")))
-    return float(low)
 
 
 def greedy_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -44,13 +36,8 @@ def greedy_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     (longest chain of overlaps + 1) passes, each `[G, K, K]` tensor work.
     """
     valid = scores > 0
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    area = (x2 - x1) * (y2 - y1)
-    # The arithmetic of ssdkit's and torchvision's NMS: inter / (area_a + area_b - inter).
-    w = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])).clamp(min=0)
-    h = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])).clamp(min=0)
-    inter = w * h
-    iou = inter / (area[:, :, None] + area[:, None, :] - inter)
+    rows = box_rows(boxes)  # [5, G, K]
+    iou = iou_rows(rows[:, :, :, None], rows[:, :, None, :])  # [G, K, K]: the post-processing's arithmetic
     k = scores.shape[1]
     later = torch.ones(k, k, dtype=torch.bool, device=scores.device).triu(1)
     over = (iou > iou_threshold) & later & valid[:, :, None]  # over[g, i, j]: box i would drop box j

@@ -90,7 +90,7 @@ def to_onnx(model: nn.Module, path: str | Path, *, with_postprocess: bool = Fals
     require_export_extra()
     import onnx
 
-    from ssdkit.io.weights import _atomic_write
+    from ssdkit.io.paths import atomic_write
 
     check_opset(opset)
 
@@ -124,5 +124,5 @@ def to_onnx(model: nn.Module, path: str | Path, *, with_postprocess: bool = Fals
     onnx.helper.set_model_props(proto, export_metadata(model, with_postprocess))
     data = proto.SerializeToString()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
     return path

@@ -21,9 +21,9 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["quantize_onnx", "calibration_batches", "calibration_pictures"]
+from ssdkit.io.picture_files import PICTURE_SUFFIXES, pictures_in
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+__all__ = ["quantize_onnx", "calibration_batches", "calibration_pictures"]
 
 
 def _network_nodes(graph: Any) -> list[str]:
@@ -89,7 +89,7 @@ def quantize_onnx(
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from ssdkit.io.weights import _atomic_write
+    from ssdkit.io.paths import atomic_write
 
     source, output = Path(source), Path(output)
     if not source.is_file():
@@ -131,7 +131,7 @@ def quantize_onnx(
         onnx.helper.set_model_props(quantised, props)
         data = quantised.SerializeToString()
     output.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(output, lambda f: f.write(data))
+    atomic_write(output, lambda f: f.write(data))
     return output
 
 
@@ -147,9 +147,9 @@ def calibration_pictures(source: str | Path, count: int) -> Iterator[Any]:
     without augmentation."""
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = pictures_in(path)
         if not files:
-            raise ValueError(f"{path}: no pictures ({', '.join(IMAGE_SUFFIXES)}) to calibrate on")
+            raise ValueError(f"{path}: no pictures ({', '.join(PICTURE_SUFFIXES)}) to calibrate on")
         yield from files[:count]
         return
     from ssdkit.config import RunConfig, config_path

@@ -74,7 +74,7 @@ def to_torchscript(model: nn.Module, path: str | Path, *, with_postprocess: bool
     with_postprocess: include decoding and NMS (`ExportableDetector`, NMS as a scripted function
     so that its loop survives tracing); needs the 'hard' NMS.
     """
-    from ssdkit.io.weights import _atomic_write
+    from ssdkit.io.paths import atomic_write
 
     path = Path(path)
     meta = json.dumps(export_metadata(model, with_postprocess))
@@ -93,7 +93,7 @@ def to_torchscript(model: nn.Module, path: str | Path, *, with_postprocess: bool
         traced = _trace(module, torch.zeros(2, 3, *model.image_size, device=model.priors.device))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
-            _atomic_write(path, lambda f: torch.jit.save(traced, f, _extra_files={TORCHSCRIPT_EXTRA_FILE: meta}))
+            atomic_write(path, lambda f: torch.jit.save(traced, f, _extra_files={TORCHSCRIPT_EXTRA_FILE: meta}))
     finally:
         model.train(was_training)
         for p, flag in grads:

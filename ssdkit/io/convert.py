@@ -6,8 +6,9 @@
   -> the ``ssd300_vgg16`` (``ssd512_vgg16``) preset.
 - `vgg16_to_backbone`: VGG16 base-network weights -> the ``vgg16`` backbone's keys.
 - `load_pth`: read a torch pickle file without ever running code from it.
-- `from_tf_object_detection`: a TensorFlow Object Detection API frozen graph -> a whole ssdkit
-  model, its config inferred from the graph (`ssdkit.io.tfod.convert`; no TensorFlow needed).
+
+A TensorFlow Object Detection API frozen graph converts to a whole model, not a state dict:
+that is `ssdkit.io.tfod.from_tf_object_detection` (it builds a model, so it lives a layer up).
 
 Converters only rename (and, for VGG16 classifiers, subsample) tensors; they never
 copy values they do not move. Every layout check raises ValueError listing the keys.
@@ -24,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ssdkit.text import shortlist
+
 __all__ = [
     "load_pth",
     "from_torchvision",
@@ -34,7 +37,6 @@ __all__ = [
     "num_classes_of",
     "detect_layout",
     "strip_prefix",
-    "from_tf_object_detection",
 ]
 
 StateDict = dict[str, Tensor]
@@ -133,8 +135,7 @@ def load_pth(path: str | Path, *, max_bytes: int | None = None) -> Any:
 
 
 def _problem(kind: str, keys: list[str]) -> str:
-    more = f" ... and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
-    return f"{kind} ({len(keys)}): {', '.join(keys[:_SHOWN])}{more}"
+    return f"{kind} ({len(keys)}): {shortlist(keys, _SHOWN)}"
 
 
 def _rename(state: StateDict, rules: list[tuple[str, Any]], what: str) -> StateDict:
@@ -201,15 +202,21 @@ def _levels(state: StateDict, pattern: str) -> int:
     return max(idx) + 1 if idx else 0
 
 
-def from_tf_object_detection(path: str | Path, *, class_names: list[str] | None = None) -> Any:
-    """A TF OD API frozen graph (``frozen_inference_graph.pb``) -> `ssdkit.io.tfod.convert.TFImport`:
-    ``.model`` (an `SSD`, eval mode), ``.config``, ``.report()``. See `ssdkit.io.tfod.convert`."""
-    from ssdkit.io.tfod.convert import from_tf_object_detection as convert
-
-    return convert(path, class_names=class_names)
-
-
 # ---------------------------------------------------------------- torchvision
+def _rename_whole(
+    state: StateDict, rules: list[tuple[str, Any]], head: tuple[str, str], what: str, short: str
+) -> StateDict:
+    """`_rename` by `rules` plus the head's: `head` = (loc, cls) key prefixes (regexes) of
+    per-level convs ``{prefix}.N.{weight,bias}`` -> ``head.{loc,cls}.N.*``; then check that the
+    result is a whole VGG16 SSD with as many levels as the source has loc convs."""
+    p = r"(weight|bias)"
+    loc, cls = head
+    rules = rules + [(rf"{loc}\.(\d+)\.{p}", "head.loc.{0}.{1}"), (rf"{cls}\.(\d+)\.{p}", "head.cls.{0}.{1}")]
+    out = _rename(state, rules, what)
+    _check_complete(out, _levels(state, rf"{loc}\.(\d+)\.weight"), short)
+    return out
+
+
 def from_torchvision(state: StateDict) -> StateDict:
     """torchvision ``ssd300_vgg16`` state dict -> ssdkit (preset ``ssd300_vgg16_coco``);
     an ``ssdlite320_mobilenet_v3_large`` one goes to `from_torchvision_ssdlite`.
@@ -242,12 +249,9 @@ def from_torchvision(state: StateDict) -> StateDict:
             lambda m: f"backbone.fc.fc{5 + (int(m.group(1)) + 1) // 2}.{m.group(2)}",
         ),
         (rf"backbone\.extra\.([1-9]\d*)\.([02])\.{p}", extra),
-        (rf"head\.regression_head\.module_list\.(\d+)\.{p}", "head.loc.{0}.{1}"),
-        (rf"head\.classification_head\.module_list\.(\d+)\.{p}", "head.cls.{0}.{1}"),
     ]
-    out = _rename(state, rules, "torchvision ssd300_vgg16")
-    _check_complete(out, _levels(state, r"head\.regression_head\.module_list\.(\d+)\.weight"), "torchvision")
-    return out
+    head = (r"head\.regression_head\.module_list", r"head\.classification_head\.module_list")
+    return _rename_whole(state, rules, head, "torchvision ssd300_vgg16", "torchvision")
 
 
 _SSDLITE_HEAD = "head.regression_head.module_list.0.0.0.weight"  # SSDLite's depthwise prediction block
@@ -319,12 +323,8 @@ def from_ssd_pytorch(state: StateDict) -> StateDict:
         (rf"vgg\.(\d+)\.{p}", vgg_key),
         (r"L2Norm\.weight", "backbone.l2_scale"),
         (rf"extras\.(\d+)\.{p}", extra),
-        (rf"loc\.(\d+)\.{p}", "head.loc.{0}.{1}"),
-        (rf"conf\.(\d+)\.{p}", "head.cls.{0}.{1}"),
     ]
-    out = _rename(state, rules, "ssd.pytorch SSD")
-    _check_complete(out, _levels(state, r"loc\.(\d+)\.weight"), "ssd.pytorch")
-    return out
+    return _rename_whole(state, rules, (r"loc", r"conf"), "ssd.pytorch SSD", "ssd.pytorch")
 
 
 # ---------------------------------------------------------------- VGG16 base network

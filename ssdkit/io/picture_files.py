@@ -21,6 +21,9 @@ __all__ = [
     "check_float_range",
     "check_batch_size",
     "picture_items",
+    "PICTURE_SUFFIXES",
+    "pictures_in",
+    "pil_pixels",
 ]
 
 EXIF_ORIENTATION = 0x0112
@@ -116,3 +119,34 @@ def picture_items(images: Any) -> tuple[list[Any], bool]:
     if isinstance(images, np.ndarray) and images.ndim == 4:
         return list(images), False
     return [images], True
+
+
+# Picture files a folder may hold (compared case-insensitively): what `ssdkit predict` and int8
+# calibration read from a folder.
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def pictures_in(folder: str | os.PathLike) -> list[Path]:
+    """The picture files directly in `folder` (by suffix: `PICTURE_SUFFIXES`), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in PICTURE_SUFFIXES)
+
+
+def pil_pixels(image: Image.Image) -> np.ndarray:
+    """A PIL picture's pixels by its mode, not yet scaled: `[h, w]` uint16 for 16-bit grey (I;16,
+    any byte order), `[h, w]` float32 >= 0 for 32-bit integer grey (I: negatives clipped; it has
+    no fixed range, so the caller stretches it), else `[h, w, 3]` uint8 RGB (a writable copy).
+    ValueError for a picture with no pixels or a mode PIL cannot turn into RGB. Shared by
+    `ssdkit.io.pictures` (torch) and `ssdkit.runtime.pictures` (numpy), which scale alike."""
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"image has no pixels ({image.width}x{image.height})")
+    if image.mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16)  # any byte order -> native
+    if image.mode == "I":
+        return np.asarray(image, dtype=np.float32).clip(min=0)
+    if image.mode == "La":  # premultiplied alpha: PIL converts it only to LA
+        image = image.convert("LA")
+    try:
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+    except ValueError as exc:
+        raise ValueError(f"cannot turn a PIL picture of mode {image.mode!r} into RGB: {exc}") from None
+    return np.array(rgb)

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ssdkit.io.picture_files import EXIF_ORIENTATION, check_float_range, hwc_array, open_picture, upright
+from ssdkit.io.picture_files import EXIF_ORIENTATION, check_float_range, hwc_array, open_picture, pil_pixels, upright
 
 __all__ = ["open_picture", "read_picture", "as_255", "EXIF_ORIENTATION"]
 
@@ -92,19 +92,9 @@ def _check_dtype(dtype: torch.dtype, values: Tensor, what: str) -> None:
 
 
 def _from_pil(image: Image.Image) -> Tensor:
-    if image.width < 1 or image.height < 1:
-        raise ValueError(f"image has no pixels ({image.width}x{image.height})")
-    if image.mode.startswith("I;16"):
-        arr = np.asarray(image).astype(np.uint16)  # any byte order -> native
-        return torch.from_numpy(arr)[None].expand(3, -1, -1)
-    if image.mode == "I":  # 32-bit integers of no fixed range: stretched so that the maximum is 255
-        arr = np.asarray(image, dtype=np.float32).clip(min=0)
-        arr = arr * (1.0 / max(float(arr.max()), 1.0))
-        return torch.from_numpy(np.ascontiguousarray(arr))[None].expand(3, -1, -1)
-    if image.mode == "La":  # premultiplied alpha: PIL converts it only to LA
-        image = image.convert("LA")
-    try:
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-    except ValueError as exc:
-        raise ValueError(f"cannot turn a PIL picture of mode {image.mode!r} into RGB: {exc}") from None
-    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
+    arr = pil_pixels(image)
+    if arr.ndim == 3:  # uint8 RGB
+        return torch.from_numpy(arr).permute(2, 0, 1)
+    if arr.dtype == np.float32:  # 32-bit integers of no fixed range: stretched so that the maximum is 1 (255)
+        arr = np.ascontiguousarray(arr * (1.0 / max(float(arr.max()), 1.0)))
+    return torch.from_numpy(arr)[None].expand(3, -1, -1)  # uint16 stays 0..65535: `as_255` scales it

@@ -24,6 +24,8 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
+from ssdkit.text import shortlist
+
 __all__ = [
     "NamedWeights",
     "WeightsNotCachedError",
@@ -265,19 +267,17 @@ def load_fitting(model: nn.Module, state: dict[str, Tensor], source: str) -> lis
                 )
     problems += [f"{k!r} in the weights has no place in the model" for k in state if k not in own]
     if problems:
-        more = f" ... and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
         raise ValueError(
             f"{source} does not fit this model ({len(problems)} problems; only the classification head may "
-            f"differ, for another number of classes): " + "; ".join(problems[:_SHOWN]) + more
+            f"differ, for another number of classes): " + shortlist(problems, _SHOWN, "; ")
         )
     model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
     if skipped:
-        more = f" ... and {len(skipped) - _SHOWN} more" if len(skipped) > _SHOWN else ""
         warnings.warn(
             f"{source}: {len(skipped)} classification-head tensors re-initialised, not loaded: the model has "
             f"{getattr(model, 'num_classes', '?')} classes, the weights another number ("
-            + ", ".join(skipped[:_SHOWN])
-            + f"{more}); every other tensor was loaded",
+            + shortlist(skipped, _SHOWN)
+            + "); every other tensor was loaded",
             stacklevel=3,
         )
     return skipped

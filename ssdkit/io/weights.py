@@ -8,11 +8,8 @@ Reading never unpickles code (safetensors, or torch.load with weights_only=True)
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import re
-import secrets
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,6 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ssdkit.io.convert import detect_layout, from_ssd_pytorch, from_torchvision, load_pth, num_classes_of, strip_prefix
+from ssdkit.io.paths import atomic_write, remove_stale_temps  # noqa: F401 (see below)
+from ssdkit.text import shortlist
 
 __all__ = ["save_weights", "load_weights", "read_state_dict", "read_ssd_state", "reject_url", "LoadResult"]
 
@@ -29,6 +28,11 @@ _SAFETENSORS = (".safetensors",)
 _TORCH = (".pth", ".pt")
 _RESERVED = ("format", "config", "ssdkit_version")
 _SHOWN = 5
+
+
+# Named here too: engine/ imports them from this module (remove_stale_temps, and _atomic_write,
+# the old private name of ssdkit.io.paths.atomic_write).
+_atomic_write = atomic_write
 
 
 class LoadResult(NamedTuple):
@@ -46,48 +50,6 @@ def _version() -> str:
 def _config_text(model: nn.Module) -> str | None:
     cfg = getattr(model, "config", None)
     return cfg.model_dump_json() if hasattr(cfg, "model_dump_json") else None
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform, and not needed for correctness.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, fsync it, then os.replace: readers see the
-    old file or the complete new one, never a partial one."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def remove_stale_temps(folder: Path, names: list[str]) -> int:
-    """Delete the temporary files `_atomic_write` left in `folder` for `names` when killed mid-write
-    (call it only where no other process writes those files now); returns how many."""
-    count = 0
-    for name in names:
-        for tmp in folder.glob(f".{glob.escape(name)}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-            count += 1
-    return count
 
 
 def save_weights(model: nn.Module, path: str | Path, *, extra_meta: dict[str, str] | None = None) -> Path:
@@ -114,7 +76,7 @@ def save_weights(model: nn.Module, path: str | Path, *, extra_meta: dict[str, st
         from safetensors.torch import save
 
         data = save(state, metadata=meta)
-        _atomic_write(path, lambda f: f.write(data))
+        atomic_write(path, lambda f: f.write(data))
     else:
         obj: dict[str, Any] = {
             "state_dict": state,
@@ -122,7 +84,7 @@ def save_weights(model: nn.Module, path: str | Path, *, extra_meta: dict[str, st
             "ssdkit_version": meta["ssdkit_version"],
             "meta": extra,
         }
-        _atomic_write(path, lambda f: torch.save(obj, f))
+        atomic_write(path, lambda f: torch.save(obj, f))
     return path
 
 
@@ -186,8 +148,7 @@ def _saved_num_classes(meta: dict[str, str]) -> int | None:
 
 
 def _listing(kind: str, keys: list[str]) -> str:
-    more = f" ... and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
-    return f"{len(keys)} {kind}: {', '.join(keys[:_SHOWN])}{more}"
+    return f"{len(keys)} {kind}: {shortlist(keys, _SHOWN)}"
 
 
 def read_ssd_state(path: str | Path, *, max_bytes: int | None = None) -> tuple[dict[str, Tensor], dict[str, str]]:

@@ -15,6 +15,7 @@ from pydantic import Field
 from torch import Tensor
 
 from ssdkit.boxes import clip_boxes
+from ssdkit.ranking import order_by
 from ssdkit.registry import ComponentConfig
 
 Detections = dict[str, Tensor]  # boxes [N, 4] xyxy, scores [N], labels [N] int64
@@ -36,18 +37,6 @@ class PostprocessConfig(ComponentConfig):
         description="clip boxes to the image before NMS (torchvision), or after it, dropping boxes "
         "left with no area (TF OD API)",
     )
-
-
-def order_by(major: Tensor, scores: Tensor) -> Tensor:
-    """Permutation sorting by `major` `[N]` (int64 >= 0, ascending), then by decreasing score
-    `[N]` (> 0); ties keep their input order."""
-    if scores.dtype == torch.float32 and major.numel() and int(major.max()) < 2**31 and bool(scores.min() > 0):
-        # Positive float32 values order like their bit patterns: one integer sort on a
-        # combined key instead of two stable sorts.
-        key = (major << 31) | (0x7FFFFFFF - scores.view(torch.int32)).long()
-        return torch.argsort(key, stable=True)
-    by_score = torch.argsort(scores, descending=True, stable=True)
-    return by_score.index_select(0, torch.argsort(major.index_select(0, by_score), stable=True))
 
 
 def rank_in_runs(keys: Tensor, num_keys: int) -> Tensor:

@@ -14,28 +14,10 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from ssdkit.boxes import above, box_rows, iou_rows  # noqa: F401 (re-exported: nms.py, soft.py)
+
 # IoU entries per chunk: a few float32 temporaries of this size stay in a CPU's cache.
 ENTRIES_PER_CHUNK = 1 << 20
-
-
-def box_rows(boxes: Tensor) -> Tensor:
-    """boxes `[N, 4]` xyxy -> `[5, N]` contiguous rows x1, y1, x2, y2, area."""
-    rows = boxes.t()
-    area = (rows[2] - rows[0]) * (rows[3] - rows[1])
-    return torch.cat((rows, area[None]), dim=0).contiguous()
-
-
-def iou_rows(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of rows (x1, y1, x2, y2, area) `a [5, ...]` and `b [5, ...]`, broadcast -> `[...]`.
-
-    Same arithmetic as torchvision's NMS kernel, inter / (area_a + area_b - inter), so a
-    pair on the threshold is decided the same way; an empty union gives NaN, which
-    compares false there too.
-    """
-    w = torch.minimum(a[2], b[2]).sub_(torch.maximum(a[0], b[0])).clamp_(min=0)
-    h = torch.minimum(a[3], b[3]).sub_(torch.maximum(a[1], b[1])).clamp_(min=0)
-    inter = w.mul_(h)
-    return inter.div_((a[4] + b[4]).sub_(inter))
 
 
 def padded_groups(groups: Tensor) -> tuple[Tensor, Tensor]:
@@ -46,18 +28,6 @@ def padded_groups(groups: Tensor) -> tuple[Tensor, Tensor]:
     span = torch.arange(int(counts.max()), device=groups.device)
     valid = span < counts[:, None]
     return (starts[:, None] + span).where(valid, 0), valid
-
-
-def above(x: Tensor, threshold: float) -> Tensor:
-    """`x > threshold` with the threshold taken exactly (as float64), like torchvision's
-    C++ NMS kernel compares, not rounded to x's dtype (a float32 IoU of exactly 0.3f would
-    otherwise not count as above 0.3). x > t holds exactly when x exceeds the largest
-    value of x's dtype that is <= t."""
-    t = torch.tensor(threshold, dtype=torch.float64)
-    low = t.to(x.dtype)
-    if low.double() > t:
-        low = torch.nextafter(low, torch.tensor(float("-inf"), dtype=x.dtype))
-    return x > low.to(x.device)
 
 
 def group_chunks(groups: Tensor, max_entries: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:

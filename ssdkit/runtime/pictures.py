@@ -13,29 +13,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ssdkit.io.picture_files import hwc_array, open_picture, upright
+from ssdkit.io.picture_files import hwc_array, open_picture, pil_pixels, upright
 
 __all__ = ["to_array"]
 
 
 def _from_pil(image: Image.Image) -> np.ndarray:
-    image = upright(image)
-    if image.width < 1 or image.height < 1:
-        raise ValueError(f"image has no pixels ({image.width}x{image.height})")
-    if image.mode.startswith("I;16"):  # 0..65535 onto 0..255
-        arr = np.asarray(image, dtype=np.float32) / np.float32(257.0)
-        return np.repeat(arr[None], 3, axis=0)
-    if image.mode == "I":  # 32-bit integers of no fixed range: stretched so that the maximum is 255
-        arr = np.asarray(image, dtype=np.float32).clip(min=0)
+    arr = pil_pixels(upright(image))
+    if arr.ndim == 3:
+        return arr.transpose(2, 0, 1)  # uint8: the preprocessor normalises 8-bit values by table
+    if arr.dtype == np.uint16:  # 0..65535 onto 0..255
+        arr = arr.astype(np.float32) / np.float32(257.0)
+    else:  # 32-bit integers of no fixed range: stretched so that the maximum is 255
         arr = arr * np.float32(255.0 / max(float(arr.max()), 1.0))
-        return np.repeat(arr[None], 3, axis=0)
-    if image.mode == "La":  # premultiplied alpha: PIL converts it only to LA
-        image = image.convert("LA")
-    try:
-        rgb = image.convert("RGB")
-    except ValueError as exc:
-        raise ValueError(f"cannot turn a PIL picture of mode {image.mode!r} into RGB: {exc}") from None
-    return np.asarray(rgb).transpose(2, 0, 1)  # uint8: the preprocessor normalises 8-bit values by table
+    return np.repeat(arr[None], 3, axis=0)
 
 
 def _from_numpy(image: np.ndarray) -> np.ndarray:

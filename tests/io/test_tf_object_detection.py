@@ -24,7 +24,7 @@ from PIL import Image
 import ssdkit
 from ssdkit.boxes import cxcywh_to_xyxy
 from ssdkit.cli import main as cli_main
-from ssdkit.io.convert import from_tf_object_detection
+from ssdkit.io.tfod import from_tf_object_detection
 from ssdkit.io.weights import load_weights
 from ssdkit.preprocess import Preprocessor, to_tensor
 

@@ -28,8 +28,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ssdkit.boxes import paired_box_iou
 from ssdkit.evaluation.metrics.inputs import Flat, check_same_length, flatten_ground_truths, flatten_predictions
-from ssdkit.postprocess.base import order_by
+from ssdkit.ranking import order_by
 
 __all__ = [
     "PRCurve",
@@ -53,18 +54,6 @@ class PRCurve(NamedTuple):
     precision: Tensor  # [n] float64
     scores: Tensor  # [n] float64, non-increasing
     num_gt: int  # non-difficult ground truths of the class
-
-
-def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of row i of `a [K, 4]` with row i of `b [K, 4]` (xyxy) -> `[K]`; 0 where the union is empty."""
-    lt = torch.maximum(a[:, :2], b[:, :2])
-    rb = torch.minimum(a[:, 2:], b[:, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[:, 0] * wh[:, 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a + area_b - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(inter))
 
 
 def match_detections(preds: Flat, gts: Flat, iou_threshold: float = 0.5) -> Tensor:
@@ -92,7 +81,7 @@ def match_detections(preds: Flat, gts: Flat, iou_threshold: float = 0.5) -> Tens
     starts = torch.repeat_interleave(first, count)
     run_start = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
     pair_gt = gt_order.index_select(0, starts + torch.arange(pair_det.numel()) - run_start)
-    iou = _paired_iou(preds.boxes.index_select(0, pair_det), gts.boxes.index_select(0, pair_gt))
+    iou = paired_box_iou(preds.boxes.index_select(0, pair_det), gts.boxes.index_select(0, pair_gt))
 
     best = torch.full((n,), -1.0, dtype=iou.dtype).scatter_reduce(0, pair_det, iou, "amax")
     is_best = iou == best.index_select(0, pair_det)

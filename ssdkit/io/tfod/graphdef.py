@@ -52,72 +52,70 @@ _VALUE_FIELD = {
 }
 
 
+# The messages of a GraphDef that a frozen SSD graph uses, as one table (it reads best whole):
+# message -> [(field name, number, "opt" | "rep", scalar type or message name)], numbers as in
+# TensorFlow's graph.proto / node_def.proto / attr_value.proto / tensor.proto / tensor_shape.proto.
+# Enums are read as int32, which has the same wire format.
+_ATTR_VALUES = [
+    ("s", 2, "bytes"),
+    ("i", 3, "int64"),
+    ("f", 4, "float"),
+    ("b", 5, "bool"),
+    ("type", 6, "int32"),
+    ("shape", 7, "TensorShapeProto"),
+    ("tensor", 8, "TensorProto"),
+]
+_SPEC: dict[str, list[tuple[str, int, str, str]]] = {
+    "Dim": [("size", 1, "opt", "int64"), ("name", 2, "opt", "string")],
+    "TensorShapeProto": [("dim", 2, "rep", "Dim"), ("unknown_rank", 3, "opt", "bool")],
+    "TensorProto": [
+        ("dtype", 1, "opt", "int32"),
+        ("tensor_shape", 2, "opt", "TensorShapeProto"),
+        ("tensor_content", 4, "opt", "bytes"),
+        ("float_val", 5, "rep", "float"),
+        ("double_val", 6, "rep", "double"),
+        ("int_val", 7, "rep", "int32"),
+        ("string_val", 8, "rep", "bytes"),
+        ("int64_val", 10, "rep", "int64"),
+        ("bool_val", 11, "rep", "bool"),
+        ("half_val", 13, "rep", "int32"),
+    ],
+    # attr_value.proto: a ListValue holds lists of what an AttrValue holds one of, by the same numbers.
+    "ListValue": [(name, number, "rep", kind) for name, number, kind in _ATTR_VALUES],
+    "AttrValue": [("list", 1, "opt", "ListValue")]
+    + [(name, number, "opt", kind) for name, number, kind in _ATTR_VALUES],
+    "AttrEntry": [("key", 1, "opt", "string"), ("value", 2, "opt", "AttrValue")],
+    "NodeDef": [
+        ("name", 1, "opt", "string"),
+        ("op", 2, "opt", "string"),
+        ("input", 3, "rep", "string"),
+        ("device", 4, "opt", "string"),
+        ("attr", 5, "rep", "AttrEntry"),
+    ],
+    "GraphDef": [("node", 1, "rep", "NodeDef")],
+}
+
+
 @lru_cache(maxsize=1)
 def _messages() -> dict[str, type]:
-    """GraphDef and the messages it holds, declared field by field (proto3, so repeated
+    """GraphDef and the messages it holds, built from `_SPEC` (proto3, so repeated
     numbers are packed; the parser accepts packed and unpacked alike)."""
     try:
         from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
     except ImportError as exc:  # pragma: no cover - protobuf comes with the tfod extra
         raise ImportError("reading a TensorFlow graph needs protobuf: pip install 'ssdkit[tfod]'") from exc
     F = descriptor_pb2.FieldDescriptorProto
-    opt, rep = F.LABEL_OPTIONAL, F.LABEL_REPEATED
+    labels = {"opt": F.LABEL_OPTIONAL, "rep": F.LABEL_REPEATED}
     kinds = {"string": F.TYPE_STRING, "bytes": F.TYPE_BYTES, "int32": F.TYPE_INT32, "int64": F.TYPE_INT64}
     kinds |= {"float": F.TYPE_FLOAT, "double": F.TYPE_DOUBLE, "bool": F.TYPE_BOOL}
     pkg = "ssdkit_tf"
-    # message -> [(field name, number, label, type or message name)]; enums are read as int32,
-    # which has the same wire format.
-    spec: dict[str, list[tuple[str, int, int, str]]] = {
-        "Dim": [("size", 1, opt, "int64"), ("name", 2, opt, "string")],
-        "TensorShapeProto": [("dim", 2, rep, "Dim"), ("unknown_rank", 3, opt, "bool")],
-        "TensorProto": [
-            ("dtype", 1, opt, "int32"),
-            ("tensor_shape", 2, opt, "TensorShapeProto"),
-            ("tensor_content", 4, opt, "bytes"),
-            ("float_val", 5, rep, "float"),
-            ("double_val", 6, rep, "double"),
-            ("int_val", 7, rep, "int32"),
-            ("string_val", 8, rep, "bytes"),
-            ("int64_val", 10, rep, "int64"),
-            ("bool_val", 11, rep, "bool"),
-            ("half_val", 13, rep, "int32"),
-        ],
-        "ListValue": [
-            ("s", 2, rep, "bytes"),
-            ("i", 3, rep, "int64"),
-            ("f", 4, rep, "float"),
-            ("b", 5, rep, "bool"),
-            ("type", 6, rep, "int32"),
-            ("shape", 7, rep, "TensorShapeProto"),
-            ("tensor", 8, rep, "TensorProto"),
-        ],
-        "AttrValue": [
-            ("list", 1, opt, "ListValue"),
-            ("s", 2, opt, "bytes"),
-            ("i", 3, opt, "int64"),
-            ("f", 4, opt, "float"),
-            ("b", 5, opt, "bool"),
-            ("type", 6, opt, "int32"),
-            ("shape", 7, opt, "TensorShapeProto"),
-            ("tensor", 8, opt, "TensorProto"),
-        ],
-        "AttrEntry": [("key", 1, opt, "string"), ("value", 2, opt, "AttrValue")],
-        "NodeDef": [
-            ("name", 1, opt, "string"),
-            ("op", 2, opt, "string"),
-            ("input", 3, rep, "string"),
-            ("device", 4, opt, "string"),
-            ("attr", 5, rep, "AttrEntry"),
-        ],
-        "GraphDef": [("node", 1, rep, "NodeDef")],
-    }
     fdp = descriptor_pb2.FileDescriptorProto(name="ssdkit_tf_graph.proto", package=pkg, syntax="proto3")
-    for msg_name, fields in spec.items():
+    for msg_name, fields in _SPEC.items():
         msg = fdp.message_type.add(name=msg_name)
         if msg_name == "AttrValue":  # its fields are one `oneof value`, as in attr_value.proto
             msg.oneof_decl.add(name="value")
         for name, number, label, kind in fields:
-            f = msg.field.add(name=name, number=number, label=label)
+            f = msg.field.add(name=name, number=number, label=labels[label])
             if msg_name == "AttrValue":
                 f.oneof_index = 0
             if kind in kinds:
@@ -128,7 +126,7 @@ def _messages() -> dict[str, type]:
     # Declared as a plain repeated message here, its entries are read in order, last one wins.
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{pkg}.{name}")) for name in spec}
+    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{pkg}.{name}")) for name in _SPEC}
 
 
 @dataclass
