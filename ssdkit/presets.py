@@ -220,7 +220,7 @@ def _ssdlite300_mobilenet_v2_tf() -> dict[str, Any]:
     anchors (0.2 .. 0.95, reduced lowest layer), [ty, tx, th, tw] offsets with scale factors 10, 10, 5, 5,
     sigmoid scores (trained with a weighted sigmoid loss: focal with gamma 0, no alpha), and TF's
     post-processing (scores > 1e-8, IoU 0.6, 100 per image, boxes clipped after NMS).
-    `ssdkit.io.convert.from_tf_object_detection` reads all of this from a frozen graph instead."""
+    `ssdkit.io.tfod.from_tf_object_detection` reads all of this from a frozen graph instead."""
     return {
         "num_classes": 91,
         "image_size": 300,

@@ -102,6 +102,7 @@ TABLE: dict[str, str] = {
     "io.tfod": "upper",
     "io.tfod.": "upper",
     "cli": "cli",
+    "__main__": "cli",  # `python -m ssdkit`
     "cli.": "cli",
 }
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ssdkit.io.convert import load_pth
-from ssdkit.io.weights import _atomic_write
+from ssdkit.io.paths import atomic_write
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
@@ -38,7 +38,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write `state` atomically to `path`; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f))
     return path
 
 

@@ -38,7 +38,7 @@ from ssdkit.engine import distributed as dist_utils
 from ssdkit.engine.batches import rng_kept
 from ssdkit.engine.checkpoint import save_checkpoint
 from ssdkit.engine.runlog import MetricsFile, ProgressBar
-from ssdkit.io.weights import remove_stale_temps
+from ssdkit.io.paths import remove_stale_temps
 from ssdkit.text import count
 
 if TYPE_CHECKING:

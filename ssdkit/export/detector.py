@@ -21,8 +21,7 @@ from ssdkit.boxes import box_rows, float32_threshold, iou_rows
 from ssdkit.postprocess.nms import HardNMS
 from ssdkit.registry import POSTPROCESS
 
-# float32_threshold lives in ssdkit.boxes (with the exact comparison it mirrors); named here too.
-__all__ = ["ExportableDetector", "greedy_nms", "float32_threshold"]
+__all__ = ["ExportableDetector", "greedy_nms"]
 
 
 def greedy_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ssdkit.io.convert import detect_layout, from_ssd_pytorch, from_torchvision, load_pth, num_classes_of, strip_prefix
-from ssdkit.io.paths import atomic_write, remove_stale_temps  # noqa: F401 (see below)
+from ssdkit.io.paths import atomic_write
 from ssdkit.text import shortlist
 
 __all__ = ["save_weights", "load_weights", "read_state_dict", "read_ssd_state", "reject_url", "LoadResult"]
@@ -28,11 +28,6 @@ _SAFETENSORS = (".safetensors",)
 _TORCH = (".pth", ".pt")
 _RESERVED = ("format", "config", "ssdkit_version")
 _SHOWN = 5
-
-
-# Named here too: engine/ imports them from this module (remove_stale_temps, and _atomic_write,
-# the old private name of ssdkit.io.paths.atomic_write).
-_atomic_write = atomic_write
 
 
 class LoadResult(NamedTuple):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ssdkit.boxes import above, box_rows, iou_rows
 from ssdkit.postprocess.base import PostprocessConfig, Postprocessor
-from ssdkit.postprocess.overlaps import above, box_rows, gather_padded, group_chunks, iou_rows
+from ssdkit.postprocess.overlaps import gather_padded, group_chunks
 from ssdkit.registry import POSTPROCESS
 
 # Leader passes (see `HardNMS.suppress`) stop once a pass removes fewer than

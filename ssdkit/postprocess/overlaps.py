@@ -14,8 +14,6 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from ssdkit.boxes import above, box_rows, iou_rows  # noqa: F401 (re-exported: nms.py, soft.py)
-
 # IoU entries per chunk: a few float32 temporaries of this size stay in a CPU's cache.
 ENTRIES_PER_CHUNK = 1 << 20
 

@@ -8,8 +8,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from ssdkit.boxes import above, box_rows, iou_rows
 from ssdkit.postprocess.base import PostprocessConfig, Postprocessor
-from ssdkit.postprocess.overlaps import above, box_rows, gather_padded, iou_rows, padded_groups
+from ssdkit.postprocess.overlaps import gather_padded, padded_groups
 from ssdkit.registry import POSTPROCESS
 
 

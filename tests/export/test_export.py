@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import ssdkit
+from ssdkit.boxes import float32_threshold
 from ssdkit.cli import main as cli
 from ssdkit.export import ExportableDetector, MissingExtraError, read_metadata, to_onnx, to_torchscript
-from ssdkit.export.detector import float32_threshold, greedy_nms
+from ssdkit.export.detector import greedy_nms
 from ssdkit.io.weights import save_weights
 from ssdkit.predict import predict
 from ssdkit.preprocess import to_tensor
