@@ -54,6 +54,25 @@ def _expand_ratio(aug: Any) -> float:
     return float(ex.max_ratio) if aug.enabled and ex.enabled and ex.p > 0 else 1.0
 
 
+def _model_inputs(data_cfg: DataConfig, model_cfg: Any, split: str, seed: int) -> ModelInputs:
+    """The items of `split`: its data set (classes checked against the model's), preprocessed for
+    `model_cfg`, augmented when training."""
+    train = split == "train"
+    ds_cfg = data_cfg.train if train else data_cfg.val
+    dataset = build_dataset(ds_cfg)
+    check_classes(dataset, model_cfg, f"the {split} data set ('{ds_cfg.type}')")
+    pre = preprocessor_for(model_cfg)
+    return ModelInputs(
+        dataset,
+        pre,
+        train=train,
+        transform=train_transform(data_cfg.augment, pre.mean_pixel()) if train else None,
+        on_bad_item=data_cfg.on_bad_item,
+        seed=seed,
+        expand_ratio=_expand_ratio(data_cfg.augment) if train else 1.0,
+    )
+
+
 def build_loader(
     data_cfg: Union[DataConfig, dict[str, Any]],
     model_cfg: Any,
@@ -80,18 +99,7 @@ def build_loader(
         raise ValueError(f"seed must be >= 0, got {seed}")
     train = split == "train"
     ds_cfg = data_cfg.train if train else data_cfg.val
-    dataset = build_dataset(ds_cfg)
-    check_classes(dataset, model_cfg, f"the {split} data set ('{ds_cfg.type}')")
-    pre = preprocessor_for(model_cfg)
-    items = ModelInputs(
-        dataset,
-        pre,
-        train=train,
-        transform=train_transform(data_cfg.augment, pre.mean_pixel()) if train else None,
-        on_bad_item=data_cfg.on_bad_item,
-        seed=seed,
-        expand_ratio=_expand_ratio(data_cfg.augment) if train else 1.0,
-    )
+    items = _model_inputs(data_cfg, model_cfg, split, seed)
     batch_size = data_cfg.batch_size if train else (data_cfg.val_batch_size or data_cfg.batch_size)
     sampler = EpochSampler(len(items), shuffle=train, seed=seed, rank=rank, world_size=world_size, pad=train)
     if train and len(sampler) < batch_size:
@@ -106,7 +114,7 @@ def build_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=Collate(pre.image_size),
+        collate_fn=Collate(items.preprocessor.image_size),
         pin_memory=pin,
         drop_last=train,
         # Workers live as long as the loader: no start-up (and no re-import) at every epoch.
