@@ -8,11 +8,10 @@ table, lowest layer first (a folder name covers every module in it):
 =========== ==================================================================================
 layer       modules
 =========== ==================================================================================
-foundation  registry, boxes, ranking, categories, text, devices, resize, config/*;
+foundation  registry, roles, boxes, ranking, categories, text, devices, resize, config/*;
             io/paths, io/weights, io/convert, io/pretrained, io/picture_files (files of
             pictures and of named tensors: they know no model, no component)
-components  backbones/*, heads/*, priors/*, matchers/*, box_coders/*, losses/*, postprocess/*,
-            roles
+components  backbones/*, heads/*, priors/*, matchers/*, box_coders/*, losses/*, postprocess/*
 model       model, build, preprocess, predict, draw, presets, io/pictures
 upper       data/*, engine/*, evaluation/*, analysis/*, export/*, runtime/*, io/sources,
             io/tfod/*
@@ -49,6 +48,7 @@ LAYERS = ("foundation", "components", "model", "upper", "cli")
 # wins over a prefix, and a longer prefix over a shorter one. ssdkit/io/ is split by module.
 TABLE: dict[str, str] = {
     "registry": "foundation",
+    "roles": "foundation",  # the protocols the registry checks parts against
     "boxes": "foundation",
     "ranking": "foundation",
     "categories": "foundation",
@@ -77,8 +77,6 @@ TABLE: dict[str, str] = {
     "losses.": "components",
     "postprocess": "components",
     "postprocess.": "components",
-    "roles": "components",
-    "roles.": "components",
     "model": "model",
     "build": "model",
     "preprocess": "model",
