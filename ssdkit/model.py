@@ -157,7 +157,7 @@ class SSD(nn.Module):
         self.weights_loaded = True
         return result
 
-    def predict(self, images: Any, batch_size: int = 8) -> Any:
+    def predict(self, pictures: Any, batch_size: int = 8) -> Any:
         """Detections on pictures in their own pixels; see `ssdkit.predict.predict`."""
         from ssdkit.predict import predict
 
@@ -170,4 +170,4 @@ class SSD(nn.Module):
                 UserWarning,
                 stacklevel=2,
             )
-        return predict(self, images, batch_size=batch_size)
+        return predict(self, pictures, batch_size=batch_size)

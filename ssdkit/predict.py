@@ -22,11 +22,11 @@ from ssdkit.io.pictures import read_picture
 __all__ = ["predict", "evaluating"]
 
 
-def _items(images: Any) -> tuple[list[Any], bool]:
+def _items(pictures: Any) -> tuple[list[Any], bool]:
     """(pictures, single): a list or tuple, a batch (NHWC numpy array, NCHW tensor), or one picture."""
-    if isinstance(images, Tensor) and images.dim() == 4:
-        return list(images), False
-    return picture_items(images)
+    if isinstance(pictures, Tensor) and pictures.dim() == 4:
+        return list(pictures), False
+    return picture_items(pictures)
 
 
 _LOCK = threading.Lock()
@@ -58,7 +58,7 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
 
 
 @torch.inference_mode()
-def predict(model: Any, images: Any, batch_size: int = 8) -> Any:
+def predict(model: Any, pictures: Any, batch_size: int = 8) -> Any:
     """Detect objects; returns one dict per picture (a single dict for a single picture):
     boxes [N, 4] xyxy in that picture's displayed pixels, scores [N], labels [N], names (list of str).
 
@@ -66,7 +66,7 @@ def predict(model: Any, images: Any, batch_size: int = 8) -> Any:
     time, each kept only as its `[3, H, W]` network input.
     """
     batch_size = check_batch_size(batch_size)
-    items, single = _items(images)
+    items, single = _items(pictures)
     if model.preprocessor is None:
         raise RuntimeError("this model has no preprocessor; build it with ssdkit.build_model(cfg)")
     device = model.priors.device
