@@ -1,6 +1,6 @@
 """Losses (registry `LOSSES`): "multibox" (the SSD loss, the default) and "focal".
 
-A built loss is called `loss_fn(loc [B, P, 4], logits [B, P, C], targets, priors [P, 4] cxcywh)`
+A built loss (`model.loss`) is called `loss(loc [B, P, 4], logits [B, P, C], targets, priors [P, 4] cxcywh)`
 and returns float32 scalars {"loc", "cls", "loss" = their sum}; `targets` holds one dict per
 image with `boxes [G, 4]` xyxy normalised to [0, 1] and `labels [G]` int64 in 1 .. C - 1.
 """
