@@ -22,7 +22,8 @@ from ssdkit.build import build_model
 from ssdkit.config import RunConfig, config_path
 from ssdkit.data import build_loader
 from ssdkit.losses import pad_targets
-from ssdkit.matchers import BipartiteMatcher, SSDMatcher
+from ssdkit.matchers.bipartite import BipartiteMatcher, BipartiteMatcherConfig
+from ssdkit.matchers.ssd import SSDMatcher, SSDMatcherConfig
 from ssdkit.registry import PRIORS
 
 SSD300_FEATURES = [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]
@@ -66,7 +67,10 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="demo run-config override")
     parser.add_argument("--no-timing", action="store_true", help="count lost boxes only")
     args = parser.parse_args()
-    matchers = {"ssd": SSDMatcher(0.5), "bipartite": BipartiteMatcher(0.5)}
+    matchers = {
+        "ssd": SSDMatcher(SSDMatcherConfig(iou_threshold=0.5)),
+        "bipartite": BipartiteMatcher(BipartiteMatcherConfig(iou_threshold=0.5)),
+    }
 
     run = RunConfig.from_file(config_path("demo"), args.overrides)
     model = build_model(run.model)

@@ -26,8 +26,8 @@ if str(ROOT) not in sys.path:
 
 from ssdkit import presets  # noqa: E402
 from ssdkit.boxes import cxcywh_to_xyxy  # noqa: E402
-from ssdkit.matchers.ssd import SSDMatcher  # noqa: E402
-from ssdkit.postprocess import HardNMS, SoftNMS  # noqa: E402
+from ssdkit.matchers.ssd import SSDMatcher, SSDMatcherConfig  # noqa: E402
+from ssdkit.postprocess import HardNMS, HardNMSConfig, SoftNMS, SoftNMSConfig  # noqa: E402
 from ssdkit.registry import PRIORS  # noqa: E402
 
 OUT = ROOT / "docs" / "images"
@@ -99,7 +99,7 @@ def matching_figure() -> Path:
     """Ground truth and the priors the SSD matcher makes positive for each."""
     priors, _ = _ssd300_priors()
     gt = torch.from_numpy(MATCH_GT) / SIDE
-    matcher = SSDMatcher(iou_threshold=0.5)
+    matcher = SSDMatcher(SSDMatcherConfig(iou_threshold=0.5))
     priors_xyxy = cxcywh_to_xyxy(priors)
     matches, iou = matcher(gt[None], torch.ones(1, len(gt), dtype=torch.bool), priors_xyxy)
     fig, ax = plt.subplots(figsize=(4.6, 4.6))
@@ -138,8 +138,8 @@ def _run_nms(pp, boxes: torch.Tensor, scores: torch.Tensor) -> dict:
 def nms_figure() -> Path:
     """The same candidates, after hard NMS and after Gaussian soft-NMS."""
     boxes, scores = _candidates()
-    hard = _run_nms(HardNMS(iou_threshold=0.45), boxes, scores)
-    soft = _run_nms(SoftNMS(iou_threshold=0.45, sigma=0.5, score_threshold=0.3), boxes, scores)
+    hard = _run_nms(HardNMS(HardNMSConfig(iou_threshold=0.45)), boxes, scores)
+    soft = _run_nms(SoftNMS(SoftNMSConfig(iou_threshold=0.45, sigma=0.5, score_threshold=0.3)), boxes, scores)
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.4), layout="constrained")
     panels = (
         (boxes, scores, f"{len(scores)} candidates of one class"),
