@@ -9,7 +9,7 @@ from ssdkit.config.model import SSDConfig
 from ssdkit.model import SSD
 from ssdkit.preprocess import Preprocessor
 from ssdkit.registry import BACKBONES, BOX_CODERS, HEADS, LOSSES, MATCHERS, POSTPROCESS, PRIORS
-from ssdkit.roles import Head, Loss, check_levels, declared_levels
+from ssdkit.roles import Head, Loss, check_levels
 
 __all__ = ["build_model", "as_config", "MAX_HEAD_PARAMETERS", "MAX_OUTPUTS_PER_IMAGE"]
 
@@ -49,8 +49,9 @@ def build_model(cfg: SSDConfig | dict | str | Path) -> SSD:
     cfg = as_config(cfg)
     backbone = BACKBONES.build(cfg.backbone)
     prior_generator = PRIORS.build(cfg.priors)
-    if declared_levels(cfg.backbone) is None or declared_levels(cfg.priors) is None:  # else SSDConfig checked
-        check_levels(len(prior_generator.num_anchors), len(backbone.out_channels), cfg.backbone.type)
+    # SSDConfig compares the levels its configs declare (a YAML mistake fails before any weight is
+    # made); the built parts are compared here too, for configs that declare none or declare wrongly.
+    check_levels(len(prior_generator.num_anchors), len(backbone.out_channels), cfg.backbone.type)
     _check_head_cost(cfg, list(backbone.out_channels), list(prior_generator.num_anchors))
     head = HEADS.build(
         cfg.head,

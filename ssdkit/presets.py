@@ -72,24 +72,7 @@ def weights(name: str) -> list[dict[str, Any]]:
 def get(name: str, **overrides: Any) -> SSDConfig:
     """The preset `name` as an `SSDConfig`, with top-level fields replaced by `overrides`
     (e.g. ``num_classes=5``; component overrides are dicts merged into the preset's)."""
-    preset = PRESETS.get(name)
-    # Start from the validated preset so that components it leaves at their defaults
-    # (matcher, box coder, ...) can be overridden by a partial dict too.
-    data = SSDConfig.model_validate(preset()).model_dump()
-    for key, value in overrides.items():
-        if (
-            isinstance(value, dict)
-            and isinstance(data.get(key), dict)
-            and value.get("type", data[key].get("type")) == data[key].get("type")
-        ):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    if "num_classes" in overrides and "class_names" not in overrides:
-        data["class_names"] = None
-    if overrides.get("class_names") is not None and "num_classes" not in overrides:
-        del data["num_classes"]  # follows from the new names
-    return SSDConfig.model_validate(data)
+    return SSDConfig.model_validate(PRESETS.get(name)()).merged(**overrides)
 
 
 _SSD300_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]

@@ -65,12 +65,34 @@ __all__ = [
     "DATASETS",
     "ALL_REGISTRIES",
     "load_plugins",
+    "part_config",
 ]
 
 PLUGIN_GROUP = "ssdkit.plugins"
 DISABLE_ENV = "SSDKIT_DISABLE_PLUGINS"
 
 T = TypeVar("T")
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def part_config(cfg: Any, cls: type[C]) -> C:
+    """The config a built part keeps as `part.config`: its own copy of `cfg` (so that a later edit of
+    the model's config cannot make the record disagree with what the part does), or `cls()`'s
+    defaults when `cfg` is None. Anything else is a TypeError with the remedy: a part takes its config
+    object, not its settings (ssdkit 0.1's `HardNMS(iou_threshold=0.5)` is `HardNMS(HardNMSConfig(iou_threshold=0.5))`)."""
+    if cfg is None:
+        return cls()
+    if not isinstance(cfg, cls):
+        part = cls.__name__.removesuffix("Config") or "Part"
+        raise TypeError(
+            f"expected a {cls.__name__}, got {type(cfg).__name__} {cfg!r}: a part takes its config object, "
+            f"e.g. {part}({cls.__name__}(field=value))"
+        )
+    return cfg.model_copy(deep=True)
+
+
 _FROM_ANNOTATION: Any = object()  # register(name) without config=: read it from the `cfg` annotation
 
 

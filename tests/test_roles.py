@@ -128,3 +128,21 @@ def test_model_and_data_loader_preprocess_alike():
     for pre in (ssdkit.build_model(cfg).preprocessor, preprocessor_for(cfg)):
         described = pre.describe()
         assert {k: described[k] for k in expected} == expected
+
+
+def test_a_part_given_its_settings_instead_of_its_config_names_the_remedy():
+    from ssdkit.matchers import SSDMatcher
+    from ssdkit.postprocess import HardNMS
+
+    with pytest.raises(TypeError, match=r"expected a SSDMatcherConfig, got float 0\.5.*SSDMatcher\(SSDMatcherConfig\("):
+        SSDMatcher(0.5)
+    with pytest.raises(TypeError, match=r"expected a HardNMSConfig, got dict"):
+        HardNMS({"iou_threshold": 0.5})
+
+
+def test_a_built_part_keeps_its_own_copy_of_its_config():
+    """Editing the model's config after the build cannot make a part's record disagree with what it does."""
+    model = ssdkit.build_model(ssdkit.presets.get("ssdlite320_mobilenet_v3"))
+    model.config.postprocess.iou_threshold = 0.3
+    assert model.postprocess.config.iou_threshold == model.postprocess.iou_threshold == 0.55
+    assert model.postprocess.config is not model.config.postprocess

@@ -20,7 +20,7 @@ from ssdkit.backbones.extras import (
     ssdlite_extra_block,
 )
 from ssdkit.io.weights import reject_url
-from ssdkit.registry import BACKBONES, ComponentConfig
+from ssdkit.registry import BACKBONES, ComponentConfig, part_config
 
 __all__ = ["SSDLiteConfig", "MobileNetV3Config", "MobileNetV3SSDLite"]
 
@@ -66,7 +66,7 @@ class MobileNetV3SSDLite(nn.Module):
 
     def __init__(self, cfg: MobileNetV3Config | None = None) -> None:
         super().__init__()
-        self.config = cfg = cfg if cfg is not None else MobileNetV3Config()
+        self.config = cfg = part_config(cfg, MobileNetV3Config)
         width_mult, weights, reduced_tail = cfg.width_mult, cfg.weights, cfg.reduced_tail
         net = mobilenet_v3_large(weights=None, width_mult=width_mult, reduced_tail=reduced_tail, norm_layer=SSDLITE_BN)
         if weights is not None:

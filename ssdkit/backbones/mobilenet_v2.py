@@ -27,7 +27,7 @@ from ssdkit.backbones.extras import (
     ssdlite_extra_block,
 )
 from ssdkit.backbones.mobilenet import EXTRA_CHANNELS, SSDLiteConfig
-from ssdkit.registry import BACKBONES
+from ssdkit.registry import BACKBONES, part_config
 
 __all__ = ["MobileNetV2Config", "MobileNetV2SSDLite", "use_tf_same_padding"]
 
@@ -81,7 +81,7 @@ class MobileNetV2SSDLite(nn.Module):
 
     def __init__(self, cfg: MobileNetV2Config | None = None) -> None:
         super().__init__()
-        self.config = cfg = cfg if cfg is not None else MobileNetV2Config()
+        self.config = cfg = part_config(cfg, MobileNetV2Config)
         width_mult, padding, weights = cfg.width_mult, cfg.padding, cfg.weights
         net = mobilenet_v2(weights=None, width_mult=width_mult, norm_layer=SSDLITE_BN)
         if weights is not None:

@@ -14,7 +14,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from ssdkit.backbones.extras import bottleneck_extra_block, load_classifier_weights, xavier_init
 from ssdkit.io.weights import reject_url
-from ssdkit.registry import BACKBONES, ComponentConfig
+from ssdkit.registry import BACKBONES, ComponentConfig, part_config
 
 __all__ = ["ResNet50Config", "ResNet50SSD"]
 
@@ -48,7 +48,7 @@ class ResNet50SSD(nn.Module):
 
     def __init__(self, cfg: ResNet50Config | None = None) -> None:
         super().__init__()
-        self.config = cfg = cfg if cfg is not None else ResNet50Config()
+        self.config = cfg = part_config(cfg, ResNet50Config)
         weights = cfg.weights
         net = resnet50(weights=None)
         if weights is not None:

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from ssdkit.registry import BACKBONES, ComponentConfig
+from ssdkit.registry import BACKBONES, ComponentConfig, part_config
 
 __all__ = ["TinyBackboneConfig", "TinyBackbone"]
 
@@ -55,7 +55,7 @@ class TinyBackbone(nn.Module):
 
     def __init__(self, cfg: TinyBackboneConfig | None = None) -> None:
         super().__init__()
-        self.config = cfg = cfg if cfg is not None else TinyBackboneConfig()
+        self.config = cfg = part_config(cfg, TinyBackboneConfig)
         channels, levels, depth, norm = cfg.channels, cfg.levels, cfg.depth, cfg.norm
         self.stages = nn.ModuleList()
         cin = 3

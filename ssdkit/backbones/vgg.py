@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ssdkit.io import pretrained
 from ssdkit.io.weights import read_state_dict, reject_url
-from ssdkit.registry import BACKBONES, ComponentConfig
+from ssdkit.registry import BACKBONES, ComponentConfig, part_config
 
 __all__ = ["VGG16Config", "SSDVGG16"]
 
@@ -86,7 +86,7 @@ class SSDVGG16(nn.Module):
 
     def __init__(self, cfg: VGG16Config | None = None) -> None:
         super().__init__()
-        self.config = cfg = cfg if cfg is not None else VGG16Config()
+        self.config = cfg = part_config(cfg, VGG16Config)
         weights = cfg.weights  # never a URL: VGG16Config refused it
         named = pretrained.find(weights, backbone="vgg16", kind="backbone")
         if weights is not None and named is None and not Path(weights).is_file():

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from torch import Tensor
 
 from ssdkit.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
-from ssdkit.registry import BOX_CODERS, ComponentConfig
+from ssdkit.registry import BOX_CODERS, ComponentConfig, part_config
 
 # exp() of more than this would make a box wider than 1000x its prior; torchvision
 # clamps at the same value (log(1000 / 16)), so decoded boxes agree with it.
@@ -49,7 +49,7 @@ class SSDBoxCoder:
     """
 
     def __init__(self, cfg: SSDBoxCoderConfig | None = None) -> None:
-        self.config = cfg = cfg if cfg is not None else SSDBoxCoderConfig()
+        self.config = cfg = part_config(cfg, SSDBoxCoderConfig)
         self.variances, self.log_clamp, self.order = cfg.variances, cfg.log_clamp, cfg.order
 
     def _swap(self, offsets: Tensor) -> Tensor:

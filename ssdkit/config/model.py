@@ -147,6 +147,28 @@ class SSDConfig(BaseModel):
             check_levels(prior_levels, backbone_levels, self.backbone.type)
         return self
 
+    def merged(self, **overrides: Any) -> SSDConfig:
+        """This config with top-level fields replaced by `overrides`; a dict for a component of the same
+        `type` merges into it (``postprocess={"iou_threshold": 0.5}``), so a partial dict overrides a
+        component left at its defaults too. New `class_names` without `num_classes` set `num_classes`;
+        a new `num_classes` alone drops the old names."""
+        if not overrides:
+            return self
+        data = self.model_dump()
+        for key, value in overrides.items():
+            old = data.get(key)
+            same_type = (
+                isinstance(value, dict)
+                and isinstance(old, dict)
+                and value.get("type", old.get("type")) == old.get("type")
+            )
+            data[key] = {**old, **value} if same_type else value
+        if "num_classes" in overrides and "class_names" not in overrides:
+            data["class_names"] = None
+        if overrides.get("class_names") is not None and "num_classes" not in overrides:
+            del data["num_classes"]  # follows from the new names
+        return type(self).model_validate(data)
+
     # ---------- files ----------
     @classmethod
     def from_file(cls, path: str | Path) -> SSDConfig:

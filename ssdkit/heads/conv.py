@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from ssdkit.registry import HEADS, ComponentConfig
+from ssdkit.registry import HEADS, ComponentConfig, part_config
 
 
 def flatten_level(x: Tensor, columns: int) -> Tensor:
@@ -56,7 +56,7 @@ class ConvHead(_LevelHead):
         num_anchors: list[int],
         num_classes: int,
     ) -> None:
-        cfg = cfg if cfg is not None else ConvHeadConfig()
+        cfg = part_config(cfg, ConvHeadConfig)
         kernel_size = cfg.kernel_size
         pad = kernel_size // 2
         loc = nn.ModuleList(
@@ -97,7 +97,7 @@ class DepthwiseHead(_LevelHead):
         num_anchors: list[int],
         num_classes: int,
     ) -> None:
-        cfg = cfg if cfg is not None else DepthwiseHeadConfig()
+        cfg = part_config(cfg, DepthwiseHeadConfig)
         loc = nn.ModuleList(_separable(c, a * 4) for c, a in zip(in_channels, num_anchors, strict=True))
         cls = nn.ModuleList(_separable(c, a * num_classes) for c, a in zip(in_channels, num_anchors, strict=True))
         for m in self.modules_of(loc, cls):

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from ssdkit.config.files import read_config_file
 from ssdkit.config.model import SSDConfig
+from ssdkit.config.overrides import validate_config
 
 __all__ = [
     "Source",
@@ -87,10 +88,10 @@ def model_config_file(path: Path) -> SSDConfig:
     data = read_config_file(path)
     if isinstance(data.get("model"), dict):
         data = data["model"]
-    try:
-        return SSDConfig.model_validate(data)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a model config (nor a run config with a `model` section): {exc}") from exc
+    # the errors of SSDConfig.from_file: field paths and the closest key for an unknown one
+    return validate_config(
+        SSDConfig, data, f"{path}: not a model config, nor a run config with a valid `model` section"
+    )
 
 
 def _weights_meta(path: Path) -> dict[str, str]:
@@ -221,8 +222,7 @@ def _config_file(name: str | Path, overrides: dict[str, Any]):
     path = Path(name)
     if path.suffix.lower() not in _CONFIG_SUFFIXES:
         presets.get(str(name))  # the unknown-preset error, with its suggestion
-    cfg = model_config_file(path)
-    return cfg.model_validate({**cfg.model_dump(), **overrides}) if overrides else cfg
+    return model_config_file(path).merged(**overrides)
 
 
 def init_from(model: Any, value: str | Path) -> list[str]:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ssdkit.losses.localisation import giou_sum, smooth_l1_sum
 from ssdkit.losses.targets import check_head_outputs, match_targets
-from ssdkit.registry import LOSSES, ComponentConfig
+from ssdkit.registry import LOSSES, ComponentConfig, part_config
 from ssdkit.roles import BoxCoder, Matcher
 
 __all__ = ["FocalLoss", "FocalLossConfig", "sigmoid_focal", "softmax_focal"]
@@ -93,7 +93,7 @@ class FocalLoss(nn.Module):
 
     def __init__(self, cfg: FocalLossConfig | None = None, *, box_coder: BoxCoder, matcher: Matcher) -> None:
         super().__init__()
-        self.config = cfg = cfg if cfg is not None else FocalLossConfig()
+        self.config = cfg = part_config(cfg, FocalLossConfig)
         self.mode, self.alpha, self.gamma = cfg.mode, cfg.alpha, cfg.gamma
         self.loc_loss, self.loc_weight, self.smooth_l1_beta = cfg.loc_loss, cfg.loc_weight, cfg.smooth_l1_beta
         self.prior_probability = cfg.prior_probability

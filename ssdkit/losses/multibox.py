@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ssdkit.losses.localisation import smooth_l1_sum
 from ssdkit.losses.targets import check_head_outputs, match_targets
-from ssdkit.registry import LOSSES, ComponentConfig
+from ssdkit.registry import LOSSES, ComponentConfig, part_config
 from ssdkit.roles import BoxCoder, Matcher
 
 __all__ = ["MultiboxLoss", "MultiboxLossConfig", "hard_negatives", "num_hard_negatives"]
@@ -80,7 +80,7 @@ class MultiboxLoss(nn.Module):
 
     def __init__(self, cfg: MultiboxLossConfig | None = None, *, box_coder: BoxCoder, matcher: Matcher) -> None:
         super().__init__()
-        self.config = cfg = cfg if cfg is not None else MultiboxLossConfig()
+        self.config = cfg = part_config(cfg, MultiboxLossConfig)
         self.neg_pos_ratio, self.min_negatives = cfg.neg_pos_ratio, cfg.min_negatives
         self.loc_weight, self.smooth_l1_beta = cfg.loc_weight, cfg.smooth_l1_beta
         self.box_coder, self.matcher = box_coder, matcher

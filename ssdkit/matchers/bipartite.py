@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ssdkit.boxes import batched_box_iou
 from ssdkit.matchers.ssd import ThresholdMatcher
-from ssdkit.registry import MATCHERS, ComponentConfig
+from ssdkit.registry import MATCHERS, ComponentConfig, part_config
 
 __all__ = ["BipartiteMatcher", "BipartiteMatcherConfig", "bipartite_pairs"]
 
@@ -79,7 +79,7 @@ class BipartiteMatcher(ThresholdMatcher):
     """
 
     def __init__(self, cfg: BipartiteMatcherConfig | None = None) -> None:
-        super().__init__(cfg if cfg is not None else BipartiteMatcherConfig())
+        super().__init__(part_config(cfg, BipartiteMatcherConfig))
 
     def match(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
         iou = batched_box_iou(gt_boxes, priors).masked_fill(~gt_mask[..., None], -1.0)  # [B, G, P]

@@ -7,7 +7,7 @@ from pydantic import Field
 from torch import Tensor
 
 from ssdkit.boxes import batched_box_iou
-from ssdkit.registry import MATCHERS, ComponentConfig
+from ssdkit.registry import MATCHERS, ComponentConfig, part_config
 
 # On a CPU, a padded [B, G, P] IoU larger than this (elements; 8 MB of float32) is slower than one
 # [G_i, P] IoU per image: the padding costs as much as real boxes and the temporaries leave the
@@ -70,7 +70,7 @@ class SSDMatcher(ThresholdMatcher):
     """
 
     def __init__(self, cfg: SSDMatcherConfig | None = None) -> None:
-        super().__init__(cfg if cfg is not None else SSDMatcherConfig())
+        super().__init__(part_config(cfg, SSDMatcherConfig))
 
     def match(self, gt_boxes: Tensor, gt_mask: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
         B, G = gt_mask.shape

@@ -8,7 +8,7 @@ from torch import Tensor
 from ssdkit.boxes import above, box_rows, iou_rows
 from ssdkit.postprocess.base import PostprocessConfig, Postprocessor
 from ssdkit.postprocess.overlaps import gather_padded, group_chunks
-from ssdkit.registry import POSTPROCESS
+from ssdkit.registry import POSTPROCESS, part_config
 
 # Leader passes (see `HardNMS.suppress`) stop once a pass removes fewer than
 # LEADER_MIN_DROPS boxes per group still open, or after MAX_LEADER_PASSES passes.
@@ -73,7 +73,7 @@ class HardNMS(Postprocessor):
     causal = True
 
     def __init__(self, cfg: HardNMSConfig | None = None) -> None:
-        super().__init__(cfg if cfg is not None else HardNMSConfig())
+        super().__init__(part_config(cfg, HardNMSConfig))
 
     def suppress(self, boxes: Tensor, scores: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
         n = scores.numel()

@@ -11,7 +11,7 @@ from torch import Tensor
 from ssdkit.boxes import above, box_rows, iou_rows
 from ssdkit.postprocess.base import PostprocessConfig, Postprocessor
 from ssdkit.postprocess.overlaps import gather_padded, padded_groups
-from ssdkit.registry import POSTPROCESS
+from ssdkit.registry import POSTPROCESS, part_config
 
 
 class SoftNMSConfig(PostprocessConfig):
@@ -36,7 +36,7 @@ class SoftNMS(Postprocessor):
     """
 
     def __init__(self, cfg: SoftNMSConfig | None = None) -> None:
-        cfg = cfg if cfg is not None else SoftNMSConfig()
+        cfg = part_config(cfg, SoftNMSConfig)
         super().__init__(cfg)
         self.sigma, self.method = cfg.sigma, cfg.method
 

@@ -16,7 +16,7 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import Tensor
 
-from ssdkit.registry import PRIORS, ComponentConfig
+from ssdkit.registry import PRIORS, ComponentConfig, part_config
 from ssdkit.roles import check_feature_maps
 
 # Element checks live in the types so that an error's location is the exact field path
@@ -96,7 +96,7 @@ class SSDPriors:
     """
 
     def __init__(self, cfg: SSDPriorsConfig) -> None:
-        self.config = cfg
+        self.config = cfg = part_config(cfg, SSDPriorsConfig)
         self.aspect_ratios = cfg.aspect_ratios
         self.min_sizes, self.max_sizes = cfg.min_sizes, cfg.max_sizes
         # The L + 1 scales in use: the given ones, or the paper's from s_min / s_max (None with min_sizes).

@@ -26,7 +26,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from ssdkit.registry import PRIORS, ComponentConfig
+from ssdkit.registry import PRIORS, ComponentConfig, part_config
 from ssdkit.roles import check_feature_maps
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -71,7 +71,7 @@ class TFSSDAnchors:
     then the box specs of `box_specs()` (which the head's outputs follow)."""
 
     def __init__(self, cfg: TFSSDAnchorsConfig | None = None) -> None:
-        self.config = cfg = cfg if cfg is not None else TFSSDAnchorsConfig()
+        self.config = cfg = part_config(cfg, TFSSDAnchorsConfig)
         self.num_layers = cfg.num_layers
         scales = cfg.scales
         if scales is None:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from pydantic import Field
 
+import ssdkit
 from ssdkit import SSDConfig, presets
 from ssdkit.registry import ALL_REGISTRIES, BACKBONES, PRIORS, ComponentConfig
 
@@ -323,3 +324,22 @@ def test_schema_drops_unregistered_types():
     assert '"const": "_test_gone"' in json.dumps(SSDConfig.model_json_schema())
     PRIORS.unregister("_test_gone")
     assert '"const": "_test_gone"' not in json.dumps(SSDConfig.model_json_schema())
+
+
+def test_merged_merges_a_component_dict_and_derives_the_class_count():
+    base = ssdkit.presets.get("ssdlite320_mobilenet_v3")
+    cfg = base.merged(postprocess={"iou_threshold": 0.3}, class_names=["cat", "dog"])
+    assert cfg.postprocess.type == base.postprocess.type and cfg.postprocess.iou_threshold == 0.3
+    assert cfg.postprocess.max_detections == base.postprocess.max_detections  # the rest kept
+    assert (cfg.num_classes, cfg.class_names) == (3, ["cat", "dog"])
+    assert base.merged(num_classes=5).class_names is None  # the old 90 names no longer fit
+    assert base.merged(postprocess={"type": "soft"}).postprocess.type == "soft"  # another type replaces
+
+
+def test_a_model_config_file_takes_class_names_alone_and_its_errors_suggest_keys(tmp_path):
+    path = tmp_path / "m.yaml"
+    ssdkit.presets.get("ssdlite320_mobilenet_v3").to_file(path)
+    assert ssdkit.create_model(path, class_names=["a", "b", "c"]).num_classes == 4
+    path.write_text(path.read_text() + "postproces: {}\n")
+    with pytest.raises(ValueError, match=r"(?s)m\.yaml: not a model config.*did you mean 'postprocess'"):
+        ssdkit.load(path)
