@@ -263,3 +263,15 @@ def test_exported_postprocessing_clips_like_the_model(clip):
     assert int(n[0]) == len(expected["scores"])
     torch.testing.assert_close(scores[0, : int(n[0])], expected["scores"])
     torch.testing.assert_close(boxes[0, : int(n[0])], expected["boxes"])
+
+
+def test_anchor_fit_tries_explicit_scales_when_min_max_would_be_refused():
+    """Layer scales that do not ascend have no min_scale .. max_scale setting (ssdkit's config refuses
+    min_scale > max_scale): the fit moves on to explicit scales instead of failing."""
+    from ssdkit.io.tfod.convert import _fits
+    from ssdkit.priors.tf import TFSSDAnchors, TFSSDAnchorsConfig
+
+    base = {"num_layers": 3, "aspect_ratios": [1.0, 2.0], "interpolated_scale_aspect_ratio": 1.0}
+    layers = TFSSDAnchors(TFSSDAnchorsConfig(scales=[0.6, 0.4, 0.2], **base)).box_specs()
+    assert not _fits({**base, "min_scale": 0.6, "max_scale": 0.2}, layers)
+    assert _fits({**base, "min_scale": 0.6, "max_scale": 0.2, "scales": [0.6, 0.4, 0.2]}, layers)

@@ -169,13 +169,23 @@ def _anchors(graph: Graph) -> dict[str, Any]:
         "interpolated_scale_aspect_ratio": interpolated,
         "reduce_boxes_in_lowest_layer": reduce,
     }
-    from ssdkit.priors.tf import TFSSDAnchors, TFSSDAnchorsConfig
-
-    if not _same_specs(TFSSDAnchors(TFSSDAnchorsConfig(**cfg)).box_specs(), layers):
-        cfg["scales"] = scales  # not on min_scale .. max_scale's line
-        if not _same_specs(TFSSDAnchors(TFSSDAnchorsConfig(**cfg)).box_specs(), layers):
+    if not _fits(cfg, layers):
+        cfg["scales"] = scales  # not on min_scale .. max_scale's line (or not ascending)
+        if not _fits(cfg, layers):
             raise ValueError(f"{graph.source}: anchor box specs {layers} fit no ssd_anchor_generator setting")
     return cfg
+
+
+def _fits(cfg: dict[str, Any], layers: list[list[tuple[float, float]]]) -> bool:
+    """Whether the anchor generator `cfg` describes makes the graph's box specs (False for a setting
+    ssdkit's config refuses, such as min_scale > max_scale without explicit scales)."""
+    from ssdkit.priors.tf import TFSSDAnchors, TFSSDAnchorsConfig
+
+    try:
+        anchors = TFSSDAnchors(TFSSDAnchorsConfig(**cfg))
+    except ValueError:
+        return False
+    return _same_specs(anchors.box_specs(), layers)
 
 
 def _same_specs(a: list[list[tuple[float, float]]], b: list[list[tuple[float, float]]]) -> bool:
