@@ -493,10 +493,11 @@ class Trainer:
 
     def _result(self, seconds: float) -> TrainResult:
         main = self.dist.is_main
-        best_path = self.out_dir / BEST
+        last_path, best_path = self.out_dir / LAST, self.out_dir / BEST
         return TrainResult(
             run_dir=self.out_dir if main else None,
-            last_checkpoint=self.out_dir / LAST if main else None,
+            # None where no such file was written (a Checkpointer removed from trainer.hooks)
+            last_checkpoint=last_path if main and last_path.exists() else None,
             best_checkpoint=best_path if main and best_path.exists() else None,
             best=self.best,
             metrics={**self.last_log, **self.last_eval},
@@ -506,7 +507,7 @@ class Trainer:
             skipped_items=self.skipped_items,
             seconds=seconds,
             model=self.model,
-            stopped=self.stop_reason,
+            stopped=self.stop_reason if self.step < self.total_steps else None,  # a stop at the end is no early stop
         )
 
 

@@ -165,3 +165,23 @@ def test_a_stop_between_log_eval_and_checkpoint_steps_ends_the_run_as_at_its_end
     resumed = ssdkit.train(cfg, out_dir=tmp_path, resume=True)  # a stopped run resumes to its planned end
     assert resumed.steps == 12 and resumed.stopped is None
     assert [d["step"] for d in _lines(tmp_path, "train")] == [2, 3, 4, 6, 8, 10, 12]
+
+
+def test_a_stop_asked_for_in_the_last_step_is_no_early_stop(tmp_path):
+    class StopLate(HookBase):
+        def after_step(self, trainer, out):
+            if trainer.step == 4:
+                trainer.stop("too late to matter")
+
+    result = ssdkit.train(tiny_run(max_steps=4), out_dir=tmp_path, hooks=[StopLate()])
+    assert result.steps == 4 and result.stopped is None
+    assert result.last_checkpoint == tmp_path / "last.pt" and result.last_checkpoint.is_file()
+
+
+def test_without_the_checkpointer_the_result_names_no_checkpoint(tmp_path):
+    from ssdkit.engine import Checkpointer, Trainer
+
+    trainer = Trainer(tiny_run(max_steps=2), out_dir=tmp_path)
+    trainer.hooks = [h for h in trainer.hooks if not isinstance(h, Checkpointer)]
+    result = trainer.fit()
+    assert result.steps == 2 and result.last_checkpoint is None and not (tmp_path / "last.pt").exists()
