@@ -180,6 +180,11 @@ class Registry:
         *,
         module: bool = False,
     ) -> None:
+        if protocol is not None and not isinstance(protocol, type):  # ssdkit 0.1's Registry(role, "context text")
+            raise TypeError(
+                f"registry '{role}': protocol must be a class (a typing.Protocol, see ssdkit.roles), got {protocol!r}; "
+                "the keyword arguments a role passes at build time are build_args=(...)"
+            )
         self.role = role
         self.protocol = protocol
         self.build_args = build_args

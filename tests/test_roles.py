@@ -146,3 +146,10 @@ def test_a_built_part_keeps_its_own_copy_of_its_config():
     model.config.postprocess.iou_threshold = 0.3
     assert model.postprocess.config.iou_threshold == model.postprocess.iou_threshold == 0.55
     assert model.postprocess.config is not model.config.postprocess
+
+
+def test_a_registry_given_0_1_context_text_says_what_it_takes_now():
+    from ssdkit.registry import Registry
+
+    with pytest.raises(TypeError, match=r"registry 'widget': protocol must be a class.*build_args"):
+        Registry("widget", "() -> nn.Module")
