@@ -1,4 +1,4 @@
-"""`build_model`: the one place that reads an `SSDConfig`."""
+"""`build_model`: the one place that builds a model's parts from an `SSDConfig` and assembles them."""
 
 from __future__ import annotations
 

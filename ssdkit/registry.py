@@ -11,11 +11,10 @@ as keywords, and the config class is read from the `cfg` annotation::
     @PRIORS.register("my_priors")
     class MyPriors:
         def __init__(self, cfg: MyPriorsConfig) -> None:
-            self.cfg = cfg
+            self.config = part_config(cfg, MyPriorsConfig)  # its own copy; a TypeError for anything else
 
-`Registry.build(cfg, **context)` calls `MyPriors(cfg, **context)`; the context is the role's
-build-time arguments (`Registry.build_args`, e.g. a head's `in_channels`, `num_anchors`,
-`num_classes`). A constructor written for ssdkit 0.1 takes the config's fields as keywords
+`Registry.build(cfg, **build_args)` calls `MyPriors(cfg, **build_args)`: the keyword arguments
+of the role (`Registry.build_args`, e.g. a head's `in_channels`, `num_anchors`, `num_classes`). A constructor written for ssdkit 0.1 takes the config's fields as keywords
 instead (and names its config with `register(name, config=...)`); build() then passes every
 field except `type` as a keyword. Either way the built object is checked against the role's
 protocol (`ssdkit.roles`), so a part that lacks what its role needs fails at build time with

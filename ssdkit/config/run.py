@@ -102,7 +102,7 @@ class EvalConfig(BaseModel):
     every_steps: Optional[int] = Field(None, ge=1, description="evaluate every N steps instead of per epoch")
     at_end: bool = Field(True, description="also evaluate after the last step")
     metric: Literal["auto", "map", "val_loss"] = Field(
-        "auto", description="best checkpoint by mAP (higher is better) or validation loss; auto: mAP when available"
+        "auto", description="best checkpoint by mAP (higher is better) or validation loss; auto: mAP (the same as map)"
     )
     protocol: Literal["voc", "coco"] = Field("voc", description="mAP protocol: VOC mAP@0.5 or COCO mAP@[.5:.95]")
     use_07_metric: bool = Field(False, description="VOC: 11-point AP of VOC2007 instead of the area")

@@ -17,7 +17,7 @@ import importlib
 from typing import Any
 
 # Imported on first use: `import ssdkit.engine.checkpoint` (or the CLI's --help) does not pay for
-# the data and evaluation packages that the trainer imports.
+# the trainer and the evaluation package it imports.
 _LAZY = {
     "train": "trainer",
     "Trainer": "trainer",

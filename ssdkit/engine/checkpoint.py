@@ -10,8 +10,9 @@ Layout of the saved dict::
     run_config      the whole RunConfig as JSON
     optimizer, scheduler, scaler   their state_dict()s
     epoch, step, batch_in_epoch    progress: optimizer steps done, and batches done in `epoch`
+    steps_per_epoch, world_size    the plan the progress refers to (resume refuses other epoch lengths)
     rng             {"torch": ByteTensor, "cuda": [ByteTensor], "numpy": {...}, "python": {...}}
-    best, nan_skipped, extra       bookkeeping
+    best, nan_skipped, skipped_items, items_seen   bookkeeping
 
 Files are written to a temporary file in the same folder, fsynced, then renamed over the
 old one: a kill at any moment leaves the previous checkpoint whole.

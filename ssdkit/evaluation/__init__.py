@@ -1,6 +1,6 @@
-"""Evaluation: a model's detection metrics on a data set (`evaluate`), its report (table, JSON,
-precision-recall curves), and the prior-coverage analysis (`ssdkit.analysis.priors`, imported
-only where used).
+"""Evaluation: a model's detection metrics on a data set (`evaluate`), the metrics themselves
+(`ssdkit.evaluation.metrics`: VOC AP, COCO mAP) and the report (table, JSON, precision-recall
+curves). The prior-coverage analysis lives in `ssdkit.analysis`.
 
 Importing this package loads neither matplotlib nor pycocotools: they are imported when a curve is
 drawn or a COCO metric computed.

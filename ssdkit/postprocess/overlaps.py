@@ -1,4 +1,5 @@
-"""Batched overlaps inside groups of boxes; boxes of different groups are never compared.
+"""Groups of boxes for batched overlaps (the IoU itself is `ssdkit.boxes.iou_rows`): boxes of
+different groups are never compared.
 
 Boxes arrive sorted by group (and, inside a group, by decreasing score), so each group
 is a contiguous run. `group_chunks` takes groups largest first in chunks of similar
