@@ -12,7 +12,7 @@ from torch.utils.data import DistributedSampler
 
 from ssdkit.data.pipeline import Skipped
 
-__all__ = ["Batch", "Collate", "EpochSampler"]
+__all__ = ["unpack_batch", "Batch", "Collate", "EpochSampler"]
 
 
 PER_BOX = ("boxes", "labels", "difficult", "iscrowd")
@@ -32,6 +32,18 @@ class Batch(NamedTuple):
         # tensors per picture made the main process spend more time receiving a batch than a
         # worker spent making it. So the per-box tensors travel concatenated, split on arrival.
         return (_unpack, (self.images, *_pack(self.targets), self.skipped))
+
+
+def unpack_batch(batch: Any) -> tuple[Tensor, list[dict[str, Any]], int]:
+    """(images `[B, 3, H, W]`, targets, skipped items) of a `Batch`, or of a plain (images, targets)
+    or (images, targets, skipped) tuple that a loader of the user's own yields; a TypeError otherwise."""
+    if isinstance(batch, Batch):
+        return batch.images, batch.targets, int(batch.skipped)
+    if hasattr(batch, "images") and hasattr(batch, "targets"):
+        return batch.images, batch.targets, int(getattr(batch, "skipped", 0))
+    if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
+        return batch[0], batch[1], int(batch[2]) if len(batch) == 3 else 0
+    raise TypeError(f"the loader must yield ssdkit.data.Batch or (images, targets) pairs, got {type(batch).__name__}")
 
 
 def _pack(targets: list[dict[str, Any]]) -> tuple[dict[str, Tensor], list[int], list[dict[str, Any]]]:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ssdkit.engine.checkpoint import rng_state, set_rng_state
 
-__all__ = ["rng_kept", "resumed_loader", "to_device", "unpack"]
+__all__ = ["rng_kept", "resumed_loader", "to_device"]
 
 
 @contextlib.contextmanager
@@ -86,10 +86,3 @@ def to_device(targets: Sequence[dict[str, Any]], device: torch.device) -> list[d
     return [
         {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in t.items()} for t in targets
     ]
-
-
-def unpack(batch: Any) -> tuple[Tensor, list[dict[str, Any]], int]:
-    """(images (B, 3, H, W), targets, skipped items) of an `ssdkit.data.Batch` or a plain (images, targets) pair."""
-    images, targets = batch[0], batch[1]
-    skipped = int(getattr(batch, "skipped", batch[2] if len(batch) > 2 else 0))
-    return images, targets, skipped

@@ -28,9 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from ssdkit.config.run import RunConfig
+from ssdkit.data.loader import unpack_batch
 from ssdkit.devices import resolve_device
 from ssdkit.engine import distributed as dist_utils
-from ssdkit.engine.batches import resumed_loader, rng_kept, to_device, unpack
+from ssdkit.engine.batches import resumed_loader, rng_kept, to_device
 from ssdkit.engine.checkpoint import FORMAT, load_checkpoint, rng_state, set_rng_state
 from ssdkit.engine.hooks import (
     BEST,
@@ -423,7 +424,7 @@ class Trainer:
     # --------------------------------------------------------------- one step
     def prepare_batch(self, batch: Any) -> tuple[Tensor, list[dict[str, Any]], int]:
         """(images (B, 3, H, W) on the device, targets on the device, unreadable items skipped)."""
-        images, targets, skipped = unpack(batch)
+        images, targets, skipped = unpack_batch(batch)
         images = images.to(self.device, non_blocking=True)
         if self.tc.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

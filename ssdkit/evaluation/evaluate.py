@@ -16,20 +16,13 @@ from typing import Any, Iterable, Literal, Optional
 import torch
 from torch import Tensor, nn
 
+from ssdkit.data.loader import unpack_batch
 from ssdkit.evaluation.metrics import coco_map, voc_map
 from ssdkit.predict import evaluating
 
 __all__ = ["evaluate", "collect_detections", "PROTOCOLS"]
 
 PROTOCOLS = ("voc", "coco", "both")
-
-
-def _unpack(batch: Any) -> tuple[Tensor, list[dict[str, Any]], int]:
-    if hasattr(batch, "images") and hasattr(batch, "targets"):
-        return batch.images, batch.targets, int(getattr(batch, "skipped", 0))
-    if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
-        return batch[0], batch[1], int(batch[2]) if len(batch) == 3 else 0
-    raise TypeError(f"the loader must yield ssdkit.data.Batch or (images, targets) pairs, got {type(batch).__name__}")
 
 
 def _pixel_scale(targets: list[dict[str, Any]], default_hw: tuple[int, int]) -> Tensor:
@@ -60,7 +53,7 @@ def collect_detections(
     start = time.perf_counter()
     with evaluating(model):
         for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
-            images, targets, skip = _unpack(batch)
+            images, targets, skip = unpack_batch(batch)
             skipped += skip
             if images.shape[0] == 0:
                 continue
