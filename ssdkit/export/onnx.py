@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from ssdkit.export.detector import ExportableDetector
-from ssdkit.export.extra import MissingExtraError, require_export_extra
+from ssdkit.export.extra import require_export_extra
 from ssdkit.export.metadata import export_metadata
 
-__all__ = ["to_onnx", "require_export_extra", "MissingExtraError"]
+__all__ = ["to_onnx"]
 
 
 def _nms_to_onnx(boxes: Any, scores: Any, iou_threshold: float) -> Any:
