@@ -70,7 +70,7 @@ def _as_list(value: Any) -> list:
 
 
 def draw(
-    image: Any,
+    picture: Any,
     detections: Mapping[str, Any],
     score_threshold: float = 0.3,
     path: Optional[str | Path] = None,
@@ -80,10 +80,10 @@ def draw(
     font_size: Optional[int] = None,
     show_scores: bool = True,
 ) -> Image.Image:
-    """Boxes with "name score" labels on a copy of `image`; returns a PIL image, saved to `path` if given.
+    """Boxes with "name score" labels on a copy of `picture`; returns a PIL image, saved to `path` if given.
 
     Args:
-        image: a path, PIL image, `[3, H, W]` tensor or HWC array (what `predict` accepts).
+        picture: a path, PIL image, `[3, H, W]` tensor or HWC array (what `predict` accepts).
         detections: `boxes [N, 4]` xyxy in the picture's pixels, `labels [N]`, and optionally `scores [N]`
             (ground truth has none: every box is drawn, unlabelled by score) and `names` (one per box;
             default: the label number), as `model.predict` returns them.
@@ -98,8 +98,8 @@ def draw(
     above the box, or inside it where the box touches the top edge, and never run off the picture.
     Higher scores are drawn last, so their labels stay on top.
     """
-    picture = Image.fromarray(to_tensor(image).clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
-    W, H = picture.size
+    canvas = Image.fromarray(to_tensor(picture).clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    W, H = canvas.size
     boxes = torch.as_tensor(detections["boxes"], dtype=torch.float64).reshape(-1, 4).tolist()
     labels = [int(v) for v in _as_list(detections["labels"])]
     scores = _as_list(detections["scores"]) if detections.get("scores") is not None else None
@@ -108,7 +108,7 @@ def draw(
     width = width if width is not None else max(1, round(short / 250))
     size = font_size if font_size is not None else max(10, round(short / 40))
     font = _font(size)
-    pen = ImageDraw.Draw(picture)
+    pen = ImageDraw.Draw(canvas)
 
     order = range(len(boxes)) if scores is None else sorted(range(len(boxes)), key=lambda i: scores[i])
     for i in order:
@@ -127,5 +127,5 @@ def draw(
         pen.rectangle((bx, by, bx + bw - 1, by + bh - 1), fill=fill)
         pen.text((bx + pad - left, by + pad - top), text, fill=_text_colour(fill), font=font)
     if path is not None:
-        picture.save(path)
-    return picture
+        canvas.save(path)
+    return canvas

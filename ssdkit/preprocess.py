@@ -105,7 +105,7 @@ class Preprocessor:
         return f"Preprocessor(image_size={self.image_size}, channel_order={self.channel_order!r})"
 
 
-def to_tensor(image: Any) -> Tensor:
+def to_tensor(picture: Any) -> Tensor:
     """One picture (see `ssdkit.io.pictures`) -> `[3, h, w]` RGB in 0..255, upright: float32, or float64 for
     float (0..1) pictures, whose values x255 then still scale back to exactly the caller's values."""
-    return as_255(read_picture(image))
+    return as_255(read_picture(picture))

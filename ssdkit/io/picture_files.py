@@ -112,13 +112,13 @@ def check_batch_size(batch_size: Any) -> int:
     return int(batch_size)
 
 
-def picture_items(images: Any) -> tuple[list[Any], bool]:
+def picture_items(pictures: Any) -> tuple[list[Any], bool]:
     """(pictures, single): a list or tuple of pictures, an NHWC numpy batch, or one picture."""
-    if isinstance(images, (list, tuple)):
-        return list(images), False
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        return list(images), False
-    return [images], True
+    if isinstance(pictures, (list, tuple)):
+        return list(pictures), False
+    if isinstance(pictures, np.ndarray) and pictures.ndim == 4:
+        return list(pictures), False
+    return [pictures], True
 
 
 # Picture files a folder may hold (compared case-insensitively): what `ssdkit predict` and int8

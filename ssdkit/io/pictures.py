@@ -32,26 +32,26 @@ __all__ = ["open_picture", "read_picture", "as_255", "EXIF_ORIENTATION"]
 _CHUNK_PIXELS = 1 << 20
 
 
-def read_picture(image: Any) -> Tensor:
+def read_picture(picture: Any) -> Tensor:
     """One picture -> `[3, h, w]` tensor, upright, of dtype uint8 (0..255), uint16 (0..65535), or
     float (0..1), as the contract above says; `as_255` turns it into 0..255 values."""
-    if isinstance(image, (str, os.PathLike)):
-        return _from_pil(open_picture(image))
-    if isinstance(image, Image.Image):
-        return _from_pil(upright(image))
-    if isinstance(image, np.ndarray):
-        return _three(torch.from_numpy(np.ascontiguousarray(hwc_array(image))).permute(2, 0, 1))
-    if isinstance(image, Tensor):
-        if image.dim() == 2:
-            image = image[None]
-        if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
-            raise ValueError(f"a tensor image must be CHW with 1, 3 or 4 channels, got shape {tuple(image.shape)}")
-        if image.shape[1] < 1 or image.shape[2] < 1:
-            raise ValueError(f"image has no pixels (shape {tuple(image.shape)})")
-        _check_dtype(image.dtype, image, "tensor image")
-        return _three(image.detach())
+    if isinstance(picture, (str, os.PathLike)):
+        return _from_pil(open_picture(picture))
+    if isinstance(picture, Image.Image):
+        return _from_pil(upright(picture))
+    if isinstance(picture, np.ndarray):
+        return _three(torch.from_numpy(np.ascontiguousarray(hwc_array(picture))).permute(2, 0, 1))
+    if isinstance(picture, Tensor):
+        if picture.dim() == 2:
+            picture = picture[None]
+        if picture.dim() != 3 or picture.shape[0] not in (1, 3, 4):
+            raise ValueError(f"a tensor image must be CHW with 1, 3 or 4 channels, got shape {tuple(picture.shape)}")
+        if picture.shape[1] < 1 or picture.shape[2] < 1:
+            raise ValueError(f"image has no pixels (shape {tuple(picture.shape)})")
+        _check_dtype(picture.dtype, picture, "tensor image")
+        return _three(picture.detach())
     raise TypeError(
-        f"cannot use a {type(image).__name__} as an image; give a PIL image, an HWC numpy array, "
+        f"cannot use a {type(picture).__name__} as an image; give a PIL image, an HWC numpy array, "
         "a CHW tensor or a file path"
     )
 

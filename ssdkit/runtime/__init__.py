@@ -83,12 +83,12 @@ class OnnxDetector:
         """Preprocessed `[B, 3, H, W]` float32 -> [boxes, scores, labels, num_detections] as exported."""
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
 
-    def predict(self, images: Any, batch_size: int = 8) -> Any:
+    def predict(self, pictures: Any, batch_size: int = 8) -> Any:
         """Detect objects, as `model.predict` does; returns one dict per picture (a single dict for a
         single picture): boxes `[N, 4]` float32 xyxy in that picture's pixels, scores `[N]` float32,
         labels `[N]` int64, names (list of str)."""
         batch_size = check_batch_size(batch_size)
-        items, single = picture_items(images)
+        items, single = picture_items(pictures)
         results = []
         for start in range(0, len(items), batch_size):
             pixels = [to_array(im) for im in items[start : start + batch_size]]

@@ -42,16 +42,16 @@ def _from_numpy(image: np.ndarray) -> np.ndarray:
     return chw.astype(np.float64) * 255.0
 
 
-def to_array(image: Any) -> np.ndarray:
+def to_array(picture: Any) -> np.ndarray:
     """One picture -> `[3, h, w]` RGB in 0..255: uint8 for 8-bit pictures, float64 for float (0..1)
     ones, float32 for 16- and 32-bit integer pictures."""
-    if isinstance(image, (str, os.PathLike)):
-        return _from_pil(open_picture(image))
-    if isinstance(image, Image.Image):
-        return _from_pil(image)
-    if isinstance(image, np.ndarray):
-        return _from_numpy(image)
+    if isinstance(picture, (str, os.PathLike)):
+        return _from_pil(open_picture(picture))
+    if isinstance(picture, Image.Image):
+        return _from_pil(picture)
+    if isinstance(picture, np.ndarray):
+        return _from_numpy(picture)
     raise TypeError(
-        f"cannot use a {type(image).__name__} as an image here; give a PIL image, an HWC numpy array "
+        f"cannot use a {type(picture).__name__} as an image here; give a PIL image, an HWC numpy array "
         "(uint8, uint16 or float 0..1) or a file path"
     )
