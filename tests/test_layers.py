@@ -3,20 +3,8 @@
 Every module of ``ssdkit/`` belongs to one layer; a module may import modules of its own layer
 or of lower layers, never of a higher one, and no modules import each other in a circle. Every
 import counts, including those inside functions (a lazy import is still a dependency). The
-table, lowest layer first (a folder name covers every module in it):
-
-=========== ==================================================================================
-layer       modules
-=========== ==================================================================================
-foundation  registry, roles, boxes, ranking, categories, text, devices, resize, config/*;
-            io/paths, io/weights, io/convert, io/pretrained, io/picture_files (files of
-            pictures and of named tensors: they know no model, no component)
-components  backbones/*, heads/*, priors/*, matchers/*, box_coders/*, losses/*, postprocess/*
-model       model, build, preprocess, predict, draw, presets, io/pictures
-upper       data/*, engine/*, evaluation/*, analysis/*, export/*, runtime/*, io/sources,
-            io/tfod/*
-cli         cli/*
-=========== ==================================================================================
+table is `TABLE` below, lowest layer first; docs/architecture.md draws the same layers, and a
+test checks that the drawing names every entry of the table in its layer.
 
 Why the weights files are foundation: backbones load ImageNet weights and check weights paths
 (`ssdkit.io.weights.read_state_dict`, `reject_url`, `ssdkit.io.pretrained`'s catalogue) and
@@ -29,7 +17,6 @@ Exceptions: ``ssdkit/__init__.py`` gathers the public surface, so it may import 
 any module may read ``__version__`` from the package (``from ssdkit import __version__``), a
 constant the package defines before it imports a submodule.
 
-`docs/architecture.md` cites this table; change both together.
 """
 
 from __future__ import annotations
@@ -278,3 +265,29 @@ def test_imports_are_read_inside_functions_and_relative_ones_resolved():
     # ssdkit.io.pretrained imports ssdkit.io.convert inside a function only.
     assert "ssdkit.io.convert" in {t for t, _, _ in imports_of("ssdkit.io.pretrained")}
     assert "ssdkit.engine.trainer" in {t for t, _, _ in imports_of("ssdkit.cli.train")}
+
+
+def _drawn_layers() -> dict[str, str]:
+    """docs/architecture.md's layer drawing: layer -> the text of its lines."""
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    drawing = page.split("## Layers", 1)[1].split("```", 2)[1]
+    text: dict[str, str] = {}
+    layer = None
+    for line in drawing.splitlines():
+        first = line.split()[0] if line.split() else ""
+        layer = first if first in LAYERS else layer
+        if layer is not None:
+            text[layer] = text.get(layer, "") + " " + line
+    return text
+
+
+def test_the_architecture_page_draws_the_layers_of_the_table():
+    drawn = _drawn_layers()
+    assert set(drawn) == set(LAYERS), sorted(drawn)
+    missing = []
+    for name, layer in TABLE.items():
+        shown = name.rstrip(".").replace(".", "/")  # io.paths -> io/paths; a package by its folder
+        words = [word.strip(",:") for word in drawn[layer].split()]
+        if not any(w.rstrip("/") == shown or w.startswith(shown + "/") for w in words):
+            missing.append(f"{shown} ({layer})")
+    assert not missing, f"docs/architecture.md does not draw these in their layer: {missing}"
