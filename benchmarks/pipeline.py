@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ssdkit import presets  # noqa: E402
 from ssdkit.config.data import AugmentConfig  # noqa: E402
-from ssdkit.data import VOCDataset  # noqa: E402
+from ssdkit.data import VOCConfig, VOCDataset  # noqa: E402
 from ssdkit.data.build import preprocessor_for  # noqa: E402
 from ssdkit.data.folders import write_shapes  # noqa: E402
 from ssdkit.data.loader import Collate  # noqa: E402
@@ -421,10 +421,10 @@ def main(argv: Optional[list[str]] = None) -> None:
             Path(tmp.name) / "VOC", "voc", num_images=args.pictures, val_images=0, seed=7, min_objects=1
         )
         log(f"wrote {args.pictures} VOC-format JPEGs of 500x375 under {root}")
-        dataset = VOCDataset(root=root, class_names=["circle", "square", "triangle"])
+        dataset = VOCDataset(VOCConfig(root=root, class_names=["circle", "square", "triangle"]))
         source = f"{args.pictures} generated VOC-format JPEGs, 500x375, 1-6 shapes each (as VOC, no picture without boxes) (`ssdkit data make-shapes`)"
     else:
-        dataset = VOCDataset(root=args.voc)
+        dataset = VOCDataset(VOCConfig(root=args.voc))
         source = f"the first {args.pictures} pictures of {args.voc}"
     ours = SSDKit(dataset, AugmentConfig())
     ref = TorchvisionReference(dataset)

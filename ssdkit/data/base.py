@@ -7,6 +7,7 @@ as `read_image` does), continuous (a box over pixel columns
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -20,11 +21,22 @@ from torchvision import tv_tensors
 from ssdkit.data.errors import BadItemError
 from ssdkit.io.pictures import as_255, open_picture, read_picture
 
-__all__ = ["Record", "DetectionDataset", "read_image", "check_boxes", "BOX_TOLERANCE"]
+__all__ = ["Record", "DetectionDataset", "read_image", "check_boxes", "path_text", "BOX_TOLERANCE"]
 
 # Boxes may overshoot the picture by this many pixels (rounding in annotation tools, VOC's
 # 1-based corners); they are clamped. Anything further out is an annotation error.
 BOX_TOLERANCE = 1.0
+
+
+def path_text(value: Any) -> Any:
+    """A path field's value as a config file holds it: a `pathlib.Path` (or any os.PathLike, also inside
+    a list) becomes its text, so Python callers may pass `VOCConfig(root=tmp_path)`; anything else is
+    left for the field's own validation."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+    return value
 
 
 @dataclass

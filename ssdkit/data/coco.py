@@ -15,10 +15,10 @@ from typing import Any, Literal, Union
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ssdkit.config.parsing import load_json
-from ssdkit.data.base import DetectionDataset, Record
+from ssdkit.data.base import DetectionDataset, Record, path_text
 from ssdkit.data.fields import as_flag
 from ssdkit.registry import DATASETS, ComponentConfig
 
@@ -31,6 +31,8 @@ class COCOConfig(ComponentConfig):
     type: Literal["coco"] = "coco"
     images_dir: str = Field(..., description="folder the images' file_name entries are relative to")
     annotations: str = Field(..., description="instances JSON file (images, annotations, categories)")
+
+    _path_text = field_validator("images_dir", "annotations", mode="before")(path_text)
 
 
 def _need(obj: Any, key: str, kind: Union[type, tuple[type, ...]], where: str, path: Path) -> Any:
@@ -113,13 +115,15 @@ def _annotations(
     return owner, xywh, labels, crowd, ann_ids
 
 
-@DATASETS.register("coco", config=COCOConfig)
+@DATASETS.register("coco")
 class COCODataset(DetectionDataset):
     """Items in the order of the JSON's "images" list (images without annotations included)."""
 
-    def __init__(self, *, images_dir: Union[str, Path], annotations: Union[str, Path]) -> None:
-        self.images_dir = Path(images_dir)
-        self.annotation_file = path = Path(annotations)
+    def __init__(self, cfg: COCOConfig) -> None:
+        """cfg: the annotation file and the pictures' folder (both required: there are no default paths)."""
+        self.config = cfg
+        self.images_dir = Path(cfg.images_dir)
+        self.annotation_file = path = Path(cfg.annotations)
         data = _read_file(path)
         cat_ids, by_id = _categories(data, path)
         self.class_names = [by_id[c] for c in cat_ids]

@@ -23,7 +23,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image
 
-from ssdkit.data.shapes import SHAPE_KINDS, ShapesDataset
+from ssdkit.data.shapes import SHAPE_KINDS, ShapesConfig, ShapesDataset
 
 __all__ = ["write_shapes", "FORMATS", "VOC_SPLITS", "COCO_SPLITS"]
 
@@ -85,12 +85,14 @@ def write_shapes(
         raise ValueError(f"class names must be unique, got {names}")
     kinds = [n for n in names if n in SHAPE_KINDS] if set(names) <= set(SHAPE_KINDS) else None
     shapes = ShapesDataset(
-        num_images=num_images + val_images,
-        seed=seed,
-        image_size=tuple(image_size),
-        classes=kinds or list(SHAPE_KINDS[: min(len(names), len(SHAPE_KINDS))]),
-        min_objects=min_objects,
-        max_objects=max_objects,
+        ShapesConfig(
+            num_images=num_images + val_images,
+            seed=seed,
+            image_size=tuple(image_size),
+            classes=kinds or list(SHAPE_KINDS[: min(len(names), len(SHAPE_KINDS))]),
+            min_objects=min_objects,
+            max_objects=max_objects,
+        )
     )
     ids = list(category_ids) if category_ids is not None else list(range(1, len(names) + 1))
     if len(ids) != len(names) or len(set(ids)) != len(ids):

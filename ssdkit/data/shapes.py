@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -145,50 +145,24 @@ def _coverage(cand: np.ndarray, placed: np.ndarray) -> np.ndarray:
     return inter / (placed[:, 2:] - placed[:, :2]).prod(axis=1)
 
 
-@DATASETS.register("shapes", config=ShapesConfig)
+@DATASETS.register("shapes")
 class ShapesDataset(DetectionDataset):
     """Pictures of coloured shapes; `class_names` = the configured `classes` (label k = classes[k - 1])."""
 
-    def __init__(
-        self,
-        *,
-        num_images: int = 1000,
-        seed: int = 0,
-        image_size: Union[int, tuple[int, int]] = (160, 160),
-        classes: Optional[list[str]] = None,
-        min_objects: int = 0,
-        max_objects: int = 6,
-        min_size: float = 0.04,
-        max_size: float = 0.5,
-        max_overlap: float = 0.3,
-        backgrounds: Optional[list[str]] = None,
-        noise: float = 8.0,
-    ) -> None:
-        cfg = ShapesConfig(
-            num_images=num_images,
-            seed=seed,
-            image_size=image_size,
-            classes=classes or ["circle", "square", "triangle"],
-            min_objects=min_objects,
-            max_objects=max_objects,
-            min_size=min_size,
-            max_size=max_size,
-            max_overlap=max_overlap,
-            backgrounds=backgrounds or list(BACKGROUND_KINDS),
-            noise=noise,
-        )  # validates direct (non-config) use too
-        self.cfg = cfg
-        self.class_names = list(cfg.classes)
-        self.image_size = cfg.image_size
-        self._kind_ids = [SHAPE_KINDS.index(c) for c in cfg.classes]
+    def __init__(self, cfg: ShapesConfig | None = None) -> None:
+        """cfg: what to draw and how many (None: `ShapesConfig()`, the defaults)."""
+        self.config = cfg if cfg is not None else ShapesConfig()
+        self.class_names = list(self.config.classes)
+        self.image_size = self.config.image_size
+        self._kind_ids = [SHAPE_KINDS.index(c) for c in self.config.classes]
         self._bank: Optional[tuple[np.ndarray, Image.Image]] = None  # noise, made on first use
 
     def __len__(self) -> int:
-        return self.cfg.num_images
+        return self.config.num_images
 
     # ---------- the plan: boxes, labels, colours ----------
     def _plan(self, index: int) -> tuple[_Plan, np.ndarray]:
-        c = self.cfg
+        c = self.config
         h, w = c.image_size
         rng = np.random.default_rng([c.seed, index, 0])
         n = int(rng.integers(c.min_objects, c.max_objects + 1))
@@ -248,9 +222,9 @@ class ShapesDataset(DetectionDataset):
 
     def record(self, index: int) -> Record:
         plan, labels = self._plan(index)
-        h, w = self.cfg.image_size
+        h, w = self.config.image_size
         n = len(labels)
-        path = f"shapes:seed={self.cfg.seed}/{index}"
+        path = f"shapes:seed={self.config.seed}/{index}"
         return Record(
             path=path,
             image_id=index,
@@ -266,7 +240,7 @@ class ShapesDataset(DetectionDataset):
     # ---------- drawing ----------
     def _window(self, rng: np.random.Generator) -> tuple[int, int, int, int]:
         """A random picture-sized window (left, top, right, bottom) of the noise banks."""
-        h, w = self.cfg.image_size
+        h, w = self.config.image_size
         x, y = int(rng.integers(0, w + 1)), int(rng.integers(0, h + 1))
         return x, y, x + w, y + h
 
@@ -274,15 +248,15 @@ class ShapesDataset(DetectionDataset):
         """Noise drawn once per data set (fresh normals for every picture would cost more than all the
         rest): `[2h, 2w]` float32 standard normals, and the same as an RGB image 128 + noise * std."""
         if self._bank is None:
-            h, w = self.cfg.image_size
-            normals = np.random.default_rng([self.cfg.seed, 2**31]).standard_normal((2 * h, 2 * w), dtype=np.float32)
-            grey = np.clip(np.round(128 + normals * self.cfg.noise), 0, 255).astype(np.uint8)
+            h, w = self.config.image_size
+            normals = np.random.default_rng([self.config.seed, 2**31]).standard_normal((2 * h, 2 * w), dtype=np.float32)
+            grey = np.clip(np.round(128 + normals * self.config.noise), 0, 255).astype(np.uint8)
             self._bank = (normals, Image.fromarray(np.repeat(grey[..., None], 3, axis=2)))
         return self._bank
 
     def _background(self, plan: _Plan, rng: np.random.Generator) -> Image.Image:
         """An RGB texture: a field t in [0, 1] looked up in a 256-step ramp between the two colours."""
-        h, w = self.cfg.image_size
+        h, w = self.config.image_size
         if plan.background == "noise":
             x0, y0, x1, y1 = self._window(rng)
             t = np.clip(0.5 + 0.25 * self._banks()[0][y0:y1, x0:x1], 0.0, 1.0)
@@ -306,7 +280,7 @@ class ShapesDataset(DetectionDataset):
 
     def load_image(self, rec: Record) -> tv_tensors.Image:
         plan: _Plan = rec.extra
-        rng = np.random.default_rng([self.cfg.seed, rec.image_id, 1])  # pixels: a stream of their own
+        rng = np.random.default_rng([self.config.seed, rec.image_id, 1])  # pixels: a stream of their own
         canvas = self._background(plan, rng)
         pen = ImageDraw.Draw(canvas)
         for box, kind, colour in zip(plan.boxes.tolist(), plan.kinds, plan.colours.tolist(), strict=True):
@@ -321,7 +295,7 @@ class ShapesDataset(DetectionDataset):
             else:
                 sx, sy = x1 - 1 - x0, y1 - 1 - y0
                 pen.polygon([(x0 + u * sx, y0 + v * sy) for u, v in shape], fill=fill)  # type: ignore[union-attr]
-        if self.cfg.noise > 0:  # canvas + (128 + noise) - 128, clipped, in one pass of PIL's C code
+        if self.config.noise > 0:  # canvas + (128 + noise) - 128, clipped, in one pass of PIL's C code
             canvas = ImageChops.add(canvas, self._banks()[1].crop(self._window(rng)), scale=1.0, offset=-128)
         arr = np.array(canvas)  # a writable copy: torch wants one
         return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1))

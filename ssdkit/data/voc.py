@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal, Union
 
 import defusedxml.ElementTree as SafeET
 import torch
@@ -20,7 +20,7 @@ from defusedxml import DefusedXmlException
 from pydantic import Field, field_validator
 
 from ssdkit.categories import VOC_CLASSES
-from ssdkit.data.base import DetectionDataset, Record
+from ssdkit.data.base import DetectionDataset, Record, path_text
 from ssdkit.data.errors import BadItemError
 from ssdkit.data.fields import as_flag, as_size
 from ssdkit.registry import DATASETS, ComponentConfig
@@ -41,6 +41,8 @@ class VOCConfig(ComponentConfig):
         "(when it has them), else VOC's 20",
     )
     keep_difficult: bool = Field(False, description="train on boxes marked difficult too (the paper does not)")
+
+    _root_text = field_validator("root", mode="before")(path_text)
 
     @field_validator("class_names")
     @classmethod
@@ -73,28 +75,23 @@ def _field(read, value: str, xml: Path, what: str):
         raise BadItemError(str(xml), str(exc)) from None
 
 
-@DATASETS.register("voc", config=VOCConfig)
+@DATASETS.register("voc")
 class VOCDataset(DetectionDataset):
     """Items in the order of the image-set files (root by root); `image_id` = the item's index."""
 
-    def __init__(
-        self,
-        *,
-        root: Union[str, Path, list[Union[str, Path]]],
-        image_set: str = "trainval",
-        class_names: Optional[list[str]] = None,
-        keep_difficult: bool = False,
-    ) -> None:
-        roots = [Path(r) for r in (root if isinstance(root, (list, tuple)) else [root])]
-        self.class_names = list(class_names) if class_names is not None else list(VOC_CLASSES)
-        self.keep_difficult = keep_difficult
+    def __init__(self, cfg: VOCConfig) -> None:
+        """cfg: the roots, the image set, the class names (its `root` has no default: there is no default folder)."""
+        self.config = cfg
+        roots = [Path(r) for r in (cfg.root if isinstance(cfg.root, list) else [cfg.root])]
+        self.class_names = list(cfg.class_names)
+        self.keep_difficult = cfg.keep_difficult
         self._label = {name: k + 1 for k, name in enumerate(self.class_names)}
         self._items: list[tuple[Path, str]] = []
         for r in roots:
-            listing = r / "ImageSets" / "Main" / f"{image_set}.txt"
+            listing = r / "ImageSets" / "Main" / f"{cfg.image_set}.txt"
             if not listing.is_file():
                 raise FileNotFoundError(
-                    f"{listing}: no such image-set file (root={r}, image_set={image_set!r}); a VOC root holds "
+                    f"{listing}: no such image-set file (root={r}, image_set={cfg.image_set!r}); a VOC root holds "
                     "Annotations/, JPEGImages/ and ImageSets/Main/<image_set>.txt"
                 )
             ids = [line.split()[0] for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]

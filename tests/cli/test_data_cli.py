@@ -11,7 +11,7 @@ import torch
 from pycocotools.coco import COCO
 
 from ssdkit.cli import main
-from ssdkit.data import COCODataset, ShapesDataset, VOCDataset
+from ssdkit.data import COCOConfig, COCODataset, ShapesConfig, ShapesDataset, VOCConfig, VOCDataset
 from ssdkit.data.check import check_dataset
 from ssdkit.data.folders import write_shapes
 
@@ -25,7 +25,7 @@ SIZE = (60, 80)  # (h, w) of the generated pictures: small, the checks do not ca
 
 
 def _shapes(n: int, seed: int = 0, classes=("circle", "square", "triangle")) -> ShapesDataset:
-    return ShapesDataset(num_images=n, seed=seed, image_size=SIZE, classes=list(classes), max_objects=6)
+    return ShapesDataset(ShapesConfig(num_images=n, seed=seed, image_size=SIZE, classes=list(classes), max_objects=6))
 
 
 def test_make_shapes_voc_tree_reads_back_as_drawn(tmp_path: Path):
@@ -33,7 +33,7 @@ def test_make_shapes_voc_tree_reads_back_as_drawn(tmp_path: Path):
                  "--image-size", *map(str, SIZE)]) == 0  # fmt: skip
     drawn = _shapes(7)
     for split, indices in (("trainval", range(5)), ("test", range(5, 7))):
-        ds = VOCDataset(root=tmp_path, image_set=split, class_names=["circle", "square", "triangle"])
+        ds = VOCDataset(VOCConfig(root=tmp_path, image_set=split, class_names=["circle", "square", "triangle"]))
         assert len(ds) == len(indices)
         for k, i in enumerate(indices):
             image, target = ds[k]
@@ -54,7 +54,7 @@ def test_make_shapes_coco_tree_as_pycocotools_reads_it(tmp_path: Path):
     coco = COCO(str(ann))
     assert len(coco.getCatIds()) == 80 and coco.loadCats([90])[0]["name"] == "toothbrush"
     drawn = _shapes(7, classes=("circle", "square", "triangle", "ellipse", "rectangle", "diamond", "cross", "star"))
-    ds = COCODataset(images_dir=tmp_path / "train2017", annotations=ann)
+    ds = COCODataset(COCOConfig(images_dir=tmp_path / "train2017", annotations=ann))
     for k, img_id in enumerate(sorted(coco.getImgIds())):
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
         xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
@@ -106,7 +106,7 @@ def broken_voc(tmp_path: Path) -> Path:
 
 def test_check_finds_every_defect_with_its_file(broken_voc: Path):
     names = ["circle", "square", "triangle"]
-    ds = VOCDataset(root=broken_voc, class_names=names)
+    ds = VOCDataset(VOCConfig(root=broken_voc, class_names=names))
     report = check_dataset(ds, name="broken")
     by_kind: dict[str, list] = {}
     for p in report.problems:
@@ -166,7 +166,7 @@ def test_check_coco_duplicate_ids_and_sub_pixel_boxes(tmp_path: Path, capsys):
     data["annotations"][2]["bbox"][2] = 0.5
     data["annotations"][3]["iscrowd"] = 1
     path.write_text(json.dumps(data))
-    report = check_dataset(COCODataset(images_dir=tmp_path / "train2017", annotations=path))
+    report = check_dataset(COCODataset(COCOConfig(images_dir=tmp_path / "train2017", annotations=path)))
     kinds = [p.kind for p in report.problems]
     assert kinds.count("duplicate id") == 1 and kinds.count("box under min_box_size") == 1 and report.crowd == 1
     assert (

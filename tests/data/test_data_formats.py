@@ -9,13 +9,24 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
+import pydantic
 import pytest
 import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
 from ssdkit import presets
-from ssdkit.data import BadItemError, BadItemWarning, COCODataset, DataConfig, VOCDataset, build_dataset, build_loader
+from ssdkit.data import (
+    BadItemError,
+    BadItemWarning,
+    COCOConfig,
+    COCODataset,
+    DataConfig,
+    VOCConfig,
+    VOCDataset,
+    build_dataset,
+    build_loader,
+)
 
 # ---------- writers (the tests' own data) ----------
 
@@ -82,7 +93,7 @@ def voc(tmp_path: Path) -> Path:
 
 
 def test_voc_boxes_labels_and_difficult_flag(voc: Path):
-    ds = VOCDataset(root=voc, class_names=["cat", "dog"])
+    ds = VOCDataset(VOCConfig(root=voc, class_names=["cat", "dog"]))
     assert len(ds) == 3 and ds.class_names == ["cat", "dog"]
     image, t = ds[0]
     assert image.shape == (3, 48, 64) and image.dtype == torch.uint8
@@ -96,7 +107,7 @@ def test_voc_boxes_labels_and_difficult_flag(voc: Path):
 
 
 def test_voc_ground_truth_reads_no_picture(voc: Path):
-    ds = VOCDataset(root=voc, class_names=["cat", "dog"])
+    ds = VOCDataset(VOCConfig(root=voc, class_names=["cat", "dog"]))
     expected = [ds[i][1] for i in range(3)]
     for jpg in (voc / "JPEGImages").iterdir():
         jpg.unlink()  # ground_truth() must not need them
@@ -117,14 +128,30 @@ def test_voc_default_classes_and_several_roots(tmp_path: Path):
 
 
 def test_voc_class_not_in_class_names_names_the_file(voc: Path):
-    ds = VOCDataset(root=voc, class_names=["cat"])
+    ds = VOCDataset(VOCConfig(root=voc, class_names=["cat"]))
     with pytest.raises(BadItemError, match=r"000001\.xml.*'dog' is not in class_names"):
         ds[0]
 
 
 def test_voc_missing_image_set_file(voc: Path):
     with pytest.raises(FileNotFoundError, match=r"ImageSets/Main/test\.txt"):
-        VOCDataset(root=voc, image_set="test")
+        VOCDataset(VOCConfig(root=voc, image_set="test"))
+
+
+def test_a_data_set_reads_every_setting_from_its_config(voc: Path):
+    cfg = VOCConfig(root=voc, class_names=["cat", "dog"], keep_difficult=True)
+    ds = build_dataset(cfg)
+    assert ds.config is cfg and ds.keep_difficult is True and ds.class_names == ["cat", "dog"]
+
+
+def test_configs_keep_a_python_path_as_its_text(tmp_path: Path):
+    # From Python a folder is often a pathlib.Path: the config holds its text, as a config file would.
+    assert VOCConfig(root=tmp_path).root == str(tmp_path)
+    assert VOCConfig(root=[tmp_path / "07", "12"]).root == [str(tmp_path / "07"), "12"]
+    coco = COCOConfig(images_dir=tmp_path, annotations=tmp_path / "x.json")
+    assert (coco.images_dir, coco.annotations) == (str(tmp_path), str(tmp_path / "x.json"))
+    with pytest.raises(pydantic.ValidationError):
+        VOCConfig(root=3)  # anything else is still checked
 
 
 def _by_path(loader, epochs=(0,)):
@@ -193,7 +220,7 @@ def coco(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_coco_category_ids_map_to_labels_and_back_as_pycocotools_reads_them(coco):
     pics, ann = coco
-    ds = COCODataset(images_dir=pics, annotations=ann)
+    ds = COCODataset(COCOConfig(images_dir=pics, annotations=ann))
     assert ds.class_names == ["car", "bus", "zebra"]  # sorted by category id 3, 7, 42
     assert ds.label_to_cat_id == {1: 3, 2: 7, 3: 42}
     assert {c: ds.label_to_cat_id[label] for c, label in ds.cat_id_to_label.items()} == {3: 3, 7: 7, 42: 42}
@@ -226,12 +253,12 @@ def test_coco_file_errors_name_the_file_and_annotation(tmp_path: Path):
     images = [{"id": 1, "file_name": "a.jpg", "width": 8, "height": 8}]
     _, ann = write_coco(tmp_path, images, [{"image_id": 1, "category_id": 99, "bbox": [0, 0, 2, 2]}])
     with pytest.raises(ValueError, match=r"instances\.json: annotations\[0\] \(id 1\) has category_id 99"):
-        COCODataset(images_dir=tmp_path / "images", annotations=ann)
+        COCODataset(COCOConfig(images_dir=tmp_path / "images", annotations=ann))
     _, ann = write_coco(tmp_path, images, [{"image_id": 5, "category_id": 3, "bbox": [0, 0, 2, 2]}])
     with pytest.raises(ValueError, match="refers to image id 5"):
-        COCODataset(images_dir=tmp_path / "images", annotations=ann)
+        COCODataset(COCOConfig(images_dir=tmp_path / "images", annotations=ann))
     with pytest.raises(FileNotFoundError, match="nothere.json"):
-        COCODataset(images_dir=tmp_path, annotations=tmp_path / "nothere.json")
+        COCODataset(COCOConfig(images_dir=tmp_path, annotations=tmp_path / "nothere.json"))
 
 
 # ---------- unreadable items ----------

@@ -22,6 +22,7 @@ from ssdkit.data import (
     DataConfig,
     EpochSampler,
     ModelInputs,
+    ShapesConfig,
     ShapesDataset,
     build_loader,
     preprocessor_for,
@@ -54,7 +55,7 @@ def _inputs(ds, model_cfg, augment=STRONG, train=True, seed=0) -> ModelInputs:
 
 
 def test_augmented_targets_are_valid_over_many_draws():
-    ds = ShapesDataset(num_images=40, seed=4, image_size=96, min_objects=0, max_objects=8)
+    ds = ShapesDataset(ShapesConfig(num_images=40, seed=4, image_size=96, min_objects=0, max_objects=8))
     items = _inputs(ds, _model(3, 64))
     seen_boxes = 0
     for epoch in range(4):
@@ -74,7 +75,9 @@ def test_augmented_targets_are_valid_over_many_draws():
 def test_boxes_follow_the_pixels_through_augmentation():
     # One solid square per picture, no photometric change: after zoom-out, crop, flip and resize,
     # the centre of every output box must still show the square's colour.
-    ds = ShapesDataset(num_images=60, seed=9, classes=["square"], min_objects=1, max_objects=1, min_size=0.3, noise=0)
+    ds = ShapesDataset(
+        ShapesConfig(num_images=60, seed=9, classes=["square"], min_objects=1, max_objects=1, min_size=0.3, noise=0)
+    )
     model = _model(1, 96, preset="ssdlite320_mobilenet_v3")  # RGB, scale 1/255, mean/std 0.5
     aug = {**STRONG, "photometric": {"enabled": False}, "flip_p": 0.5}
     items = _inputs(ds, model, aug)
@@ -92,7 +95,7 @@ def test_boxes_follow_the_pixels_through_augmentation():
 
 
 def test_pictures_without_boxes_survive_the_whole_policy():
-    ds = ShapesDataset(num_images=30, seed=1, min_objects=0, max_objects=0)
+    ds = ShapesDataset(ShapesConfig(num_images=30, seed=1, min_objects=0, max_objects=0))
     items = _inputs(ds, _model(3, 64))
     for i in range(len(ds)):
         x, t = items[(i, 0)]
@@ -158,7 +161,7 @@ def test_iou_crop_draws_like_torchvision():
 def test_zoom_out_fills_with_the_preprocessing_mean(preset, tol):
     # ssd300_vgg16 takes BGR with mean (104, 117, 123) and no scaling: the fill, in RGB, must be
     # (123, 117, 104) to normalise to exactly 0; a wrong channel order leaves +-19 there.
-    ds = ShapesDataset(num_images=20, seed=2, image_size=64)
+    ds = ShapesDataset(ShapesConfig(num_images=20, seed=2, image_size=64))
     aug = {"photometric": {"enabled": False}, "expand": {"p": 1.0, "max_ratio": 3.0}, "crop": {"enabled": False}}
     items = _inputs(ds, _model(3, 64, preset=preset), aug)
     zero = [(items[(i, 0)][0].abs() <= tol).all(dim=0).float().mean().item() for i in range(len(ds))]
@@ -166,7 +169,7 @@ def test_zoom_out_fills_with_the_preprocessing_mean(preset, tol):
 
 
 def test_evaluation_items_are_predicts_preprocessing():
-    ds = ShapesDataset(num_images=5, seed=3, image_size=(90, 120))
+    ds = ShapesDataset(ShapesConfig(num_images=5, seed=3, image_size=(90, 120)))
     model = _model(3, 64)
     items = _inputs(ds, model, train=False)
     pre = preprocessor_for(model)
@@ -180,7 +183,7 @@ def test_evaluation_items_are_predicts_preprocessing():
 
 
 def test_training_without_augmentation_keeps_the_geometry():
-    ds = ShapesDataset(num_images=8, seed=3, image_size=(90, 120))
+    ds = ShapesDataset(ShapesConfig(num_images=8, seed=3, image_size=(90, 120)))
     model = _model(3, 64)
     plain = _inputs(ds, model, {"enabled": False})
     val = _inputs(ds, model, train=False)

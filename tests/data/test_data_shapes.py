@@ -13,22 +13,22 @@ from ssdkit.data.shapes import SHAPE_KINDS
 
 
 def test_same_seed_and_index_give_the_same_item():
-    a = ShapesDataset(num_images=50, seed=7)
-    b = ShapesDataset(num_images=50, seed=7)
+    a = ShapesDataset(ShapesConfig(num_images=50, seed=7))
+    b = ShapesDataset(ShapesConfig(num_images=50, seed=7))
     for i in (0, 13, 49):
         ia, ta = a[i]
         ib, tb = b[i]
         assert torch.equal(ia, ib)
         assert torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["labels"], tb["labels"])
     # order of access does not matter (no state carried from item to item)
-    assert torch.equal(a[5][0], ShapesDataset(num_images=50, seed=7)[5][0])
-    other = ShapesDataset(num_images=50, seed=8)
+    assert torch.equal(a[5][0], ShapesDataset(ShapesConfig(num_images=50, seed=7))[5][0])
+    other = ShapesDataset(ShapesConfig(num_images=50, seed=8))
     assert not torch.equal(a[3][0], other[3][0])
     assert not torch.equal(a[3][0], a[4][0])
 
 
 def test_items_have_the_documented_types():
-    ds = ShapesDataset(num_images=4, image_size=(96, 128))
+    ds = ShapesDataset(ShapesConfig(num_images=4, image_size=(96, 128)))
     image, target = ds[0]
     assert isinstance(image, tv_tensors.Image) and image.dtype == torch.uint8 and image.shape == (3, 96, 128)
     boxes = target["boxes"]
@@ -42,7 +42,9 @@ def test_items_have_the_documented_types():
 
 def test_variety_empty_pictures_small_objects_every_class():
     classes = list(SHAPE_KINDS)
-    ds = ShapesDataset(num_images=300, seed=3, image_size=160, classes=classes, min_objects=0, max_objects=6)
+    ds = ShapesDataset(
+        ShapesConfig(num_images=300, seed=3, image_size=160, classes=classes, min_objects=0, max_objects=6)
+    )
     gts = ds.ground_truth()
     counts = [len(g["labels"]) for g in gts]
     boxes = torch.cat([g["boxes"] for g in gts])
@@ -58,9 +60,9 @@ def test_variety_empty_pictures_small_objects_every_class():
 
 
 def test_object_count_range_is_honoured():
-    ds = ShapesDataset(num_images=60, seed=1, min_objects=2, max_objects=3, max_overlap=1.0)
+    ds = ShapesDataset(ShapesConfig(num_images=60, seed=1, min_objects=2, max_objects=3, max_overlap=1.0))
     assert {len(g["labels"]) for g in ds.ground_truth()} == {2, 3}
-    empty = ShapesDataset(num_images=5, min_objects=0, max_objects=0)
+    empty = ShapesDataset(ShapesConfig(num_images=5, min_objects=0, max_objects=0))
     assert all(len(empty[i][1]["labels"]) == 0 for i in range(5))
 
 
@@ -69,7 +71,9 @@ def test_box_is_the_extent_of_the_drawn_shape(kind):
     # One shape, no pixel noise, a two-colour background: the pixels of the shape's colour
     # span exactly its box (the box says what is drawn, to the pixel).
     ds = ShapesDataset(
-        num_images=12, seed=5, classes=[kind], min_objects=1, max_objects=1, noise=0.0, backgrounds=["stripes"]
+        ShapesConfig(
+            num_images=12, seed=5, classes=[kind], min_objects=1, max_objects=1, noise=0.0, backgrounds=["stripes"]
+        )
     )
     for i in range(len(ds)):
         rec = ds.record(i)
@@ -83,7 +87,9 @@ def test_box_is_the_extent_of_the_drawn_shape(kind):
 def test_shapes_stay_mostly_visible():
     # Rasterise the boxes in drawing order: later boxes cover earlier ones; the visible part of
     # every box must be at least 1 - max_overlap.
-    ds = ShapesDataset(num_images=80, seed=11, image_size=96, min_objects=4, max_objects=10, max_overlap=0.25)
+    ds = ShapesDataset(
+        ShapesConfig(num_images=80, seed=11, image_size=96, min_objects=4, max_objects=10, max_overlap=0.25)
+    )
     for g in ds.ground_truth():
         owner = np.full((96, 96), -1)
         boxes = g["boxes"].long().tolist()
@@ -94,8 +100,14 @@ def test_shapes_stay_mostly_visible():
             assert visible >= 0.75 - 1e-9, (g["path"], k, visible)
 
 
+def test_without_a_config_the_defaults_are_the_configs():
+    ds = ShapesDataset()
+    assert len(ds) == 1000 and ds.class_names == ["circle", "square", "triangle"] and ds.image_size == (160, 160)
+    assert ds.config == ShapesConfig()
+
+
 def test_ground_truth_does_not_draw(monkeypatch):
-    ds = ShapesDataset(num_images=20, seed=2)
+    ds = ShapesDataset(ShapesConfig(num_images=20, seed=2))
     expected = [ds[i][1] for i in range(20)]
 
     def no_drawing(rec):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssdkit.data import BadItemError, COCODataset, VOCDataset
+from ssdkit.data import BadItemError, COCOConfig, COCODataset, VOCConfig, VOCDataset
 
 
 def voc_item(root: Path, xml: str, size: tuple[int, int] = (40, 30)) -> VOCDataset:
@@ -21,7 +21,7 @@ def voc_item(root: Path, xml: str, size: tuple[int, int] = (40, 30)) -> VOCDatas
     Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(root / "JPEGImages" / "a.jpg")
     (root / "Annotations" / "a.xml").write_text(xml)
     (root / "ImageSets" / "Main" / "trainval.txt").write_text("a\n")
-    return VOCDataset(root=root, class_names=["cat", "dog"])
+    return VOCDataset(VOCConfig(root=root, class_names=["cat", "dog"]))
 
 
 def annotation(difficult: str | None = "0", width: str = "40", height: str = "30", box=(5, 5, 20, 20)) -> str:
@@ -120,30 +120,30 @@ def test_coco_iscrowd_as_exporters_write_it(tmp_path, value, expected):
     path = coco_file(
         tmp_path, coco([{"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10], "iscrowd": value}])
     )
-    rec = COCODataset(images_dir=tmp_path, annotations=path).record(0)
+    rec = COCODataset(COCOConfig(images_dir=tmp_path, annotations=path)).record(0)
     assert rec.iscrowd.tolist() == [expected]
 
 
 def test_coco_iscrowd_that_is_no_flag_names_the_annotation(tmp_path):
     path = coco_file(tmp_path, coco([{"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "iscrowd": "2"}]))
     with pytest.raises(ValueError, match=r"instances\.json: annotations\[0\] \(id 7\) iscrowd must be 0/1.*'2'"):
-        COCODataset(images_dir=tmp_path, annotations=path)
+        COCODataset(COCOConfig(images_dir=tmp_path, annotations=path))
 
 
 def test_coco_duplicate_category_names_are_refused(tmp_path):
     path = coco_file(tmp_path, coco([], categories=[{"id": 1, "name": "cat"}, {"id": 5, "name": "cat"}]))
     with pytest.raises(ValueError, match=r"instances\.json: categories 1 and 5 are both named 'cat'"):
-        COCODataset(images_dir=tmp_path, annotations=path)
+        COCODataset(COCOConfig(images_dir=tmp_path, annotations=path))
 
 
 def test_coco_duplicate_keys_are_refused(tmp_path):
     text = coco([]).replace('"images":', '"annotations": [], "images":', 1)
     path = coco_file(tmp_path, text)
     with pytest.raises(ValueError, match=r"instances\.json: the key 'annotations' is given twice"):
-        COCODataset(images_dir=tmp_path, annotations=path)
+        COCODataset(COCOConfig(images_dir=tmp_path, annotations=path))
 
 
 def test_coco_deep_nesting_is_a_clear_error(tmp_path):
     path = coco_file(tmp_path, '{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(ValueError, match=r"instances\.json: nested too deeply"):
-        COCODataset(images_dir=tmp_path, annotations=path)
+        COCODataset(COCOConfig(images_dir=tmp_path, annotations=path))
