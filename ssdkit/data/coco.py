@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from ssdkit.config.parsing import load_json
 from ssdkit.data.base import DetectionDataset, Record, path_text
 from ssdkit.data.fields import as_flag
-from ssdkit.registry import DATASETS, ComponentConfig
+from ssdkit.registry import DATASETS, ComponentConfig, part_config
 
 __all__ = ["COCOConfig", "COCODataset"]
 
@@ -121,7 +121,7 @@ class COCODataset(DetectionDataset):
 
     def __init__(self, cfg: COCOConfig) -> None:
         """cfg: the annotation file and the pictures' folder (both required: there are no default paths)."""
-        self.config = cfg
+        self.config = cfg = part_config(cfg, COCOConfig)
         self.images_dir = Path(cfg.images_dir)
         self.annotation_file = path = Path(cfg.annotations)
         data = _read_file(path)

@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 from torchvision import tv_tensors
 
 from ssdkit.data.base import DetectionDataset, Record
-from ssdkit.registry import DATASETS, ComponentConfig
+from ssdkit.registry import DATASETS, ComponentConfig, part_config
 
 __all__ = ["ShapesConfig", "ShapesDataset", "SHAPE_KINDS", "BACKGROUND_KINDS"]
 
@@ -151,7 +151,7 @@ class ShapesDataset(DetectionDataset):
 
     def __init__(self, cfg: ShapesConfig | None = None) -> None:
         """cfg: what to draw and how many (None: `ShapesConfig()`, the defaults)."""
-        self.config = cfg if cfg is not None else ShapesConfig()
+        self.config = part_config(cfg, ShapesConfig)
         self.class_names = list(self.config.classes)
         self.image_size = self.config.image_size
         self._kind_ids = [SHAPE_KINDS.index(c) for c in self.config.classes]

@@ -23,7 +23,7 @@ from ssdkit.categories import VOC_CLASSES
 from ssdkit.data.base import DetectionDataset, Record, path_text
 from ssdkit.data.errors import BadItemError
 from ssdkit.data.fields import as_flag, as_size
-from ssdkit.registry import DATASETS, ComponentConfig
+from ssdkit.registry import DATASETS, ComponentConfig, part_config
 
 __all__ = ["VOCConfig", "VOCDataset", "VOC_CLASSES"]
 
@@ -81,7 +81,7 @@ class VOCDataset(DetectionDataset):
 
     def __init__(self, cfg: VOCConfig) -> None:
         """cfg: the roots, the image set, the class names (its `root` has no default: there is no default folder)."""
-        self.config = cfg
+        self.config = cfg = part_config(cfg, VOCConfig)
         roots = [Path(r) for r in (cfg.root if isinstance(cfg.root, list) else [cfg.root])]
         self.class_names = list(cfg.class_names)
         self.keep_difficult = cfg.keep_difficult

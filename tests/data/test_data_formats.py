@@ -141,7 +141,7 @@ def test_voc_missing_image_set_file(voc: Path):
 def test_a_data_set_reads_every_setting_from_its_config(voc: Path):
     cfg = VOCConfig(root=voc, class_names=["cat", "dog"], keep_difficult=True)
     ds = build_dataset(cfg)
-    assert ds.config is cfg and ds.keep_difficult is True and ds.class_names == ["cat", "dog"]
+    assert ds.config == cfg and ds.keep_difficult is True and ds.class_names == ["cat", "dog"]
 
 
 def test_configs_keep_a_python_path_as_its_text(tmp_path: Path):
