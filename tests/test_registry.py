@@ -200,7 +200,7 @@ def test_every_builtin_takes_its_registered_config_object(reg, name):
 def test_a_component_built_from_its_config_holds_the_config_values(reg, name):
     cfg = _sample_config(reg, name)
     built = reg.build(cfg, **_context(reg))
-    assert built.config is cfg
+    assert built.config == cfg and built.config is not cfg  # its own copy (registry.part_config)
     for field in type(cfg).model_fields:
         value = getattr(cfg, field)
         # None in a config means "derive it" (e.g. the paper's scales from s_min / s_max)
