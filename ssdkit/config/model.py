@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -38,7 +39,7 @@ from ssdkit.registry import (
 )
 from ssdkit.roles import check_levels, declared_levels
 
-__all__ = ["SSDConfig", "PreprocessConfig", "component"]
+__all__ = ["SSDConfig", "PreprocessConfig", "component", "image_size_type"]
 
 MAX_CLASSES = 100_000
 MAX_IMAGE_SIDE = 8192
@@ -46,6 +47,23 @@ MAX_IMAGE_SIDE = 8192
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 # The pixel grids of `ssdkit.resize.resize_bilinear`.
 ResizeMode = Literal["bilinear", "bilinear_asymmetric", "bilinear_align_corners"]
+
+
+def image_size_type(max_side: int) -> Any:
+    """Annotation of a `(height, width)` field in pixels: one int means square, each side in [16, max_side]."""
+
+    def sides(v: tuple[int, int]) -> tuple[int, int]:
+        if any(not 16 <= side <= max_side for side in v):
+            raise ValueError(f"each side of image_size must lie in [16, {max_side}] pixels, got {v}")
+        return v
+
+    return Annotated[
+        tuple[int, int], BeforeValidator(lambda v: (v, v) if isinstance(v, int) else v), AfterValidator(sides)
+    ]
+
+
+# A network input: (height, width), each side in [16, MAX_IMAGE_SIDE] pixels.
+ImageSize = image_size_type(MAX_IMAGE_SIDE)
 
 
 def component(registry: Registry):
@@ -92,7 +110,7 @@ class SSDConfig(BaseModel):
         description="classes including background (label 0); may be left out when class_names is given "
         "(then len(class_names) + 1)",
     )
-    image_size: tuple[int, int] = Field(
+    image_size: ImageSize = Field(
         (300, 300), description="network input (height, width) in pixels; a single int means square"
     )
     class_names: Optional[list[str]] = Field(
@@ -118,19 +136,6 @@ class SSDConfig(BaseModel):
         if isinstance(names, list) and data.get("num_classes") is None:
             data = {**data, "num_classes": len(names) + 1}
         return data
-
-    @field_validator("image_size", mode="before")
-    @classmethod
-    def _square(cls, v: Any) -> Any:
-        return (v, v) if isinstance(v, int) else v
-
-    @field_validator("image_size")
-    @classmethod
-    def _size_range(cls, v: tuple[int, int]) -> tuple[int, int]:
-        for side in v:
-            if not 16 <= side <= MAX_IMAGE_SIDE:
-                raise ValueError(f"each side must lie in [16, {MAX_IMAGE_SIDE}] pixels, got {side}")
-        return v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SSDConfig:

@@ -21,6 +21,7 @@ from PIL import Image, ImageChops, ImageDraw
 from pydantic import Field, field_validator, model_validator
 from torchvision import tv_tensors
 
+from ssdkit.config.model import image_size_type
 from ssdkit.data.base import DetectionDataset, Record
 from ssdkit.registry import DATASETS, ComponentConfig, part_config
 
@@ -72,13 +73,17 @@ _COLOUR_TRIES = 12
 _FAR = 160  # L1 distance (0..765) a shape colour should keep from what lies under it
 
 
+# A generated picture: (height, width), each side in [16, 4096] pixels.
+ShapesSize = image_size_type(4096)
+
+
 class ShapesConfig(ComponentConfig):
     """Generated shapes; sizes are fractions of the picture's shorter side."""
 
     type: Literal["shapes"] = "shapes"
     num_images: int = Field(1000, ge=1, le=10_000_000, description="items per epoch (drawn on the fly)")
     seed: int = Field(0, ge=0, description="item i of a seed is always the same picture")
-    image_size: tuple[int, int] = Field(
+    image_size: ShapesSize = Field(
         (160, 160),
         description="(height, width) of the pictures; an int = square. In a run config, left out: the model's image_size",
     )
@@ -92,18 +97,6 @@ class ShapesConfig(ComponentConfig):
     max_overlap: float = Field(0.3, ge=0, le=1, description="most of a shape's box that shapes on top may cover")
     backgrounds: list[Literal["noise", "gradient", "stripes", "blotches"]] = Field(list(BACKGROUND_KINDS), min_length=1)
     noise: float = Field(8.0, ge=0, le=128, description="std of the pixel noise over the picture (0..255 units)")
-
-    @field_validator("image_size", mode="before")
-    @classmethod
-    def _square(cls, v: object) -> object:
-        return (v, v) if isinstance(v, int) else v
-
-    @field_validator("image_size")
-    @classmethod
-    def _size_range(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if any(not 16 <= s <= 4096 for s in v):
-            raise ValueError(f"each side of image_size must lie in [16, 4096], got {v}")
-        return v
 
     @field_validator("classes")
     @classmethod
