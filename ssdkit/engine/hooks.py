@@ -10,7 +10,8 @@ calls at these events, in the order of `trainer.hooks`:
     after_train(trainer)                    once, after the last step: the planned end or trainer.stop()
     close(trainer)                          always, also after an error: release files and bars
 
-The trainer's built-in hooks, in this order (user hooks follow them):
+The trainer's built-in hooks, in this order (user hooks come between EvalHook and Checkpointer,
+so that a checkpoint holds the whole step, the user hooks' `state_dict()` included):
 
     NaNPolicy       train.nan_policy: a step with a NaN or inf loss stops the run, or is counted
     LRSchedule      steps the learning-rate schedule
@@ -123,6 +124,15 @@ class HookBase:
     def close(self, trainer: _Trainer) -> None:
         """Always at the very end, also after an error: release what the hook holds.
         `trainer.finished` says whether the run ended well."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The hook's own state, saved in every checkpoint and given back by `load_state_dict` when the
+        run resumes (an early stop's count, say). Plain data only (numbers, strings, lists, dicts,
+        tensors): checkpoints are read with `weights_only=True`. Default: nothing to keep."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what `state_dict` returned, before the resumed run's first step."""
 
 
 def _last_good(trainer: _Trainer) -> str:

@@ -122,8 +122,8 @@ class Trainer:
         out_dir: run folder (default `cfg.train.out_dir`).
         resume: None, True (the run folder's last.pt) or a checkpoint path.
         progress: show the progress bar (default `cfg.train.progress`); rank 0 only.
-        hooks: extra `HookBase`s, called after the built-in ones (`default_hooks()`); `trainer.hooks`
-            is the whole list and may be edited before `fit()`.
+        hooks: extra `HookBase`s, called after the built-in ones (`default_hooks()`) but before the
+            last of them, the Checkpointer; `trainer.hooks` is the whole list and may be edited before `fit()`.
 
     Construction seeds the global RNGs (`train.seed`), builds the model on its device, and, under
     torchrun, starts the process group, which `fit()` ends.
@@ -168,7 +168,9 @@ class Trainer:
         except BaseException:
             dist_utils.cleanup(self._started_group)
             raise
-        self.hooks: list[HookBase] = self.default_hooks() + extra
+        built_in = self.default_hooks()
+        # Checkpointer last: a checkpoint then holds the whole step, the user hooks' state included.
+        self.hooks: list[HookBase] = built_in[:-1] + extra + built_in[-1:]
 
     # ------------------------------------------------------------------ build
     def _check_run_folder(self) -> None:
@@ -259,6 +261,7 @@ class Trainer:
         self.last_log: dict[str, float] = {}
         self.eval_step: Optional[int] = None  # the step of the last evaluation that was due
         self.rng_to_restore: Optional[dict[str, Any]] = None
+        self.hook_states_to_restore: dict[str, Any] = {}
         self.stop_reason: Optional[str] = None
         self.finished = False
         self.bar: Optional[ProgressBar] = None
@@ -302,7 +305,22 @@ class Trainer:
             "nan_skipped": self.nan_skipped,
             "skipped_items": self.skipped_items,
             "items_seen": self.items_seen,
+            "hooks": self._hook_states(),
         }
+
+    def _keyed_hooks(self) -> list[tuple[str, HookBase]]:
+        """`self.hooks`, each with its checkpoint key "ClassName#k" (the k-th hook of that class)."""
+        seen: dict[str, int] = {}
+        keyed = []
+        for hook in self.hooks:
+            name = type(hook).__qualname__
+            keyed.append((f"{name}#{seen.get(name, 0)}", hook))
+            seen[name] = seen.get(name, 0) + 1
+        return keyed
+
+    def _hook_states(self) -> dict[str, dict[str, Any]]:
+        """Each hook's `state_dict()` that holds something, by its key."""
+        return {key: state for key, hook in self._keyed_hooks() if (state := hook.state_dict())}
 
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, max_bytes=claim_limit(self.model))
@@ -337,6 +355,7 @@ class Trainer:
         self.skipped_items = int(ckpt.get("skipped_items", 0))
         self.items_seen = int(ckpt.get("items_seen", 0))
         self.rng_to_restore = ckpt["rng"]
+        self.hook_states_to_restore = ckpt.get("hooks") or {}
 
     # ------------------------------------------------------------------- loop
     def fit(self) -> TrainResult:
@@ -362,6 +381,20 @@ class Trainer:
             finally:
                 dist_utils.cleanup(self._started_group)
 
+    def _restore_hook_states(self) -> None:
+        """A resumed run's hook states, to the hooks of `self.hooks` (as edited before `fit`) of the same class
+        and position among that class; a saved state no hook takes back is named in a warning."""
+        saved = dict(self.hook_states_to_restore)
+        for key, hook in self._keyed_hooks():
+            if key in saved:
+                hook.load_state_dict(saved.pop(key))
+        if saved:
+            warnings.warn(
+                f"the checkpoint holds the state of hooks this run lacks ({', '.join(sorted(saved))}); it is not restored",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
     def _begin(self) -> float:
         """Write the run folder's config and restore a resumed run's RNGs; the start time."""
         if self.dist.is_main:
@@ -369,6 +402,7 @@ class Trainer:
             self.cfg.to_file(self.out_dir / "config.yaml")
         if self.rng_to_restore is not None:
             set_rng_state(self.rng_to_restore)
+        self._restore_hook_states()
         self.model.train()
         return time.perf_counter()
 

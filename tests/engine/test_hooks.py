@@ -24,6 +24,12 @@ class EarlyStopping(HookBase):
         if self.stale >= self.patience:
             trainer.stop(f"no better {trainer.metric} in {self.patience} evaluations")
 
+    def state_dict(self):
+        return {"stale": self.stale}
+
+    def load_state_dict(self, state):
+        self.stale = state["stale"]
+
 
 class Recorder(HookBase):
     """Writes (name, event, trainer.step, ...) to a shared list at every event."""
@@ -36,13 +42,16 @@ class Recorder(HookBase):
 
     def before_step(self, trainer):
         self.log.append((self.name, "before_step", trainer.step))
+        if self.run_dir is not None and trainer.step > 0 and trainer.step % 2 == 0:  # checkpoint_every=2
+            assert torch.load(self.run_dir / "last.pt", weights_only=True)["step"] == trainer.step
 
     def after_step(self, trainer, out):
         assert isinstance(out, engine.StepOutput) and out.updated and set(out.terms) >= {"loc", "cls", "loss"}
         self.log.append((self.name, "after_step", trainer.step, out.epoch, out.epoch_end))
-        if self.run_dir is not None and trainer.step % 2 == 0:  # the built-in hooks ran first
-            assert torch.load(self.run_dir / "last.pt", weights_only=True)["step"] == trainer.step
+        if self.run_dir is not None and trainer.step % 2 == 0:  # MetricsWriter ran first; Checkpointer runs last
             assert _lines(self.run_dir, "train")[-1]["step"] == trainer.step
+            last = self.run_dir / "last.pt"
+            assert not last.exists() or torch.load(last, weights_only=True)["step"] < trainer.step
 
     def after_eval(self, trainer, result, improved):
         self.log.append((self.name, "after_eval", trainer.step, set(result), improved))
@@ -60,7 +69,7 @@ def test_the_constructor_builds_the_run_and_fit_runs_it_once(tmp_path):
     assert trainer.total_steps == 2 and len(trainer.train_loader) == trainer.steps_per_epoch == 16
     assert not (tmp_path / "run").exists()  # building writes nothing: fit() does
     kinds = [engine.NaNPolicy, engine.LRSchedule, engine.SkippedItems, engine.MetricsWriter, engine.EvalHook]
-    kinds += [engine.Checkpointer, EarlyStopping]
+    kinds += [EarlyStopping, engine.Checkpointer]  # the user's hooks before the Checkpointer
     assert [type(h) for h in trainer.hooks] == kinds
     result = trainer.fit()
     assert result.steps == 2 and result.stopped is None and (tmp_path / "run" / "last.pt").is_file()
@@ -185,3 +194,31 @@ def test_without_the_checkpointer_the_result_names_no_checkpoint(tmp_path):
     trainer.hooks = [h for h in trainer.hooks if not isinstance(h, Checkpointer)]
     result = trainer.fit()
     assert result.steps == 2 and result.last_checkpoint is None and not (tmp_path / "last.pt").exists()
+
+
+class StepCounter(HookBase):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def after_step(self, trainer, out):
+        self.count += 1
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = state["count"]
+
+
+def test_a_hooks_state_is_checkpointed_and_restored_on_resume(tmp_path):
+    first = StepCounter()
+    ssdkit.train(tiny_run(max_steps=4), out_dir=tmp_path, hooks=[first, StepCounter()])
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["hooks"]
+    assert saved == {"StepCounter#0": {"count": 4}, "StepCounter#1": {"count": 4}}  # built-in hooks keep none
+
+    again = StepCounter()  # a new process: a fresh hook, its count given back by the checkpoint
+    cfg = tiny_run(max_steps=7)
+    with pytest.warns(RuntimeWarning, match=r"hooks this run lacks \(StepCounter#1\)"):
+        ssdkit.train(cfg, out_dir=tmp_path, resume=True, hooks=[again])
+    assert again.count == 7
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["hooks"] == {"StepCounter#0": {"count": 7}}
